@@ -1,0 +1,42 @@
+"""
+The GPT-2 tokenizer, built offline from the rank file shipped in assets/.
+
+tiktoken.get_encoding("gpt2") would download its files on first use; we build the same Encoding
+from assets/gpt2.tiktoken instead, so nothing here ever touches the network.
+"""
+import base64
+import functools
+import hashlib
+import os
+
+import tiktoken
+
+EOT = 50256          # <|endoftext|>: separates documents in the .bin files
+GPT2_VOCAB = 50257   # 50,000 merges + 256 bytes + <|endoftext|>
+
+RANKS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "gpt2.tiktoken")
+RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
+# the r50k/gpt2 split pattern, copied from tiktoken_ext/openai_public.py (tiktoken 0.14)
+R50K_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+
+
+def load_ranks(path=RANKS_PATH, expected_sha256=RANKS_SHA256):
+    """{token bytes: rank} from a .tiktoken file (lines of `base64 rank`), checked against its sha256."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise SystemExit(f"tokenizer.py: cannot read the GPT-2 ranks {path}: {e.strerror}")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected_sha256:
+        raise SystemExit(f"tokenizer.py: {path} is corrupt (sha256 {digest}, expected {expected_sha256}); "
+                         f"restore it from git")
+    return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
+
+
+@functools.lru_cache(maxsize=None)
+def get_tokenizer():
+    enc = tiktoken.Encoding(name="gpt2", pat_str=R50K_PAT_STR, mergeable_ranks=load_ranks(),
+                            special_tokens={"<|endoftext|>": EOT})
+    assert enc.n_vocab == GPT2_VOCAB
+    return enc
