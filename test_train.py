@@ -1,0 +1,267 @@
+"""Tests of train.py, configurator.py and sample.py, run as a user runs them: as scripts, on CPU, on a tiny
+model and a tiny fake dataset written under pytest's tmp_path (never the repo's data/ or out/)."""
+
+import glob
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--num_senses=4", "--block_size=16", "--batch_size=4",
+        "--tokens_per_step=128", "--eval_iters=2", "--log_interval=1", "--warmup_iters=2", "--learning_rate=1e-2"]
+
+
+def run(script, *args, check=True, launcher=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable] + (launcher or []) + [os.path.join(REPO, script), *map(str, args)]
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{script} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def train(data_dir, out_dir, *args, **kw):
+    return run("train.py", *TINY, f"--data_dir={data_dir}", "--dataset=fake", f"--out_dir={out_dir}", *args, **kw)
+
+
+def one_line_error(p, *fragments):
+    """A clear error: non-zero exit, one line on stderr naming the problem, no traceback."""
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def losses(out_dir):
+    """{iter: training loss} from metrics.jsonl (a later record of the same step wins)."""
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    return {r["iter"]: r["loss"] for r in records if "loss" in r}
+
+
+def digest(state):
+    # the same fingerprint train.py prints per rank under DDP
+    h = hashlib.sha256()
+    for name, t in sorted(state.items()):
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A fake token stream with learnable structure (each odd token follows from the one before it)."""
+    root = tmp_path_factory.mktemp("data")
+    os.makedirs(root / "fake")
+    rng = np.random.default_rng(0)
+    tokens = rng.zipf(1.5, 60_000) % 50257
+    tokens[1::2] = (tokens[0::2] * 7 + 3) % 50257
+    tokens.astype(np.uint16).tofile(root / "fake" / "train.bin")
+    tokens[:6_000].astype(np.uint16).tofile(root / "fake" / "val.bin")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_run(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    p = train(data_dir, out, "--max_iters=6", "--eval_interval=3")
+    return out, p
+
+
+# -- a run, its log and its checkpoint ---------------------------------------------------------------
+
+
+def test_run_logs_and_checkpoints(tiny_run):
+    out, p = tiny_run
+    assert "tokens per step 128 = 4 seqs x 16 tokens x 1 rank x 2 accumulation steps" in p.stdout
+    assert "unigram entropy" in p.stdout
+    assert "iter 6: loss" in p.stdout and "ms/iter" in p.stdout and "tok/s" in p.stdout
+    assert "mfu n/a" in p.stdout  # CPU: no known peak
+    assert "step 6: train loss" in p.stdout
+    l = losses(out)
+    assert sorted(l) == [1, 2, 3, 4, 5, 6] and l[6] < l[1]
+
+
+def test_checkpoint_loads_with_weights_only(tiny_run):
+    out, _ = tiny_run
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
+    assert ckpt["iter_num"] == 6
+    assert ckpt["model_args"]["n_embd"] == 32 and ckpt["model_args"]["vocab_size"] == 50264
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
+    assert {"optimizer", "best_val_loss", "config", "rng", "sampler"} <= set(ckpt)
+    assert ckpt["config"]["max_iters"] == 6 and isinstance(ckpt["best_val_loss"], float)
+    assert not glob.glob(str(out / ".ckpt.pt.tmp*"))  # the atomic write left no temp file
+    from backpack import Backpack, BackpackConfig  # the model rebuilds from model_args alone
+    model = Backpack(BackpackConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])
+
+
+def test_eval_only_evaluates_and_writes_nothing(tiny_run, data_dir):
+    out, _ = tiny_run
+    before = {f: (out / f).read_bytes() for f in ("ckpt.pt", "metrics.jsonl")}
+    p = train(data_dir, out, "--init_from=resume", "--eval_only=True", "--max_iters=6")
+    assert "step 6: train loss" in p.stdout
+    assert {f: (out / f).read_bytes() for f in before} == before
+
+
+# -- reproducibility ---------------------------------------------------------------------------------
+
+
+def test_killed_and_resumed_run_matches_the_uninterrupted_one(data_dir, tmp_path):
+    args = ["--max_iters=24", "--eval_interval=6", "--dropout=0.1"]
+    train(data_dir, tmp_path / "straight", *args)
+
+    # the same run, killed (SIGKILL, no chance to clean up) as soon as it has written its first checkpoint
+    interrupted = tmp_path / "interrupted"
+    cmd = [sys.executable, os.path.join(REPO, "train.py"), *TINY, f"--data_dir={data_dir}", "--dataset=fake",
+           f"--out_dir={interrupted}", *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if line.startswith("saved checkpoint at step 6"):
+            proc.kill()
+            break
+    proc.wait()
+    killed_at = torch.load(interrupted / "ckpt.pt", weights_only=True)["iter_num"]
+    assert 6 <= killed_at < 24
+
+    p = train(data_dir, interrupted, *args, "--init_from=resume")
+    assert f"resuming from {interrupted}" in p.stdout
+    straight, resumed = losses(tmp_path / "straight"), losses(interrupted)
+    assert sorted(resumed) == list(range(1, 25))
+    assert resumed == straight  # exactly: every step's loss, before and after the kill
+    a = torch.load(tmp_path / "straight" / "ckpt.pt", weights_only=True)
+    b = torch.load(interrupted / "ckpt.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["iter_num"] == b["iter_num"] == 24
+
+
+def test_torchrun_two_ranks_stay_identical_and_match_one_process(data_dir, tmp_path):
+    # 2 ranks x 1 micro-batch vs 1 process x 2 accumulation steps: the same 128 tokens per step
+    args = ["--max_iters=5", "--eval_interval=5", "--dropout=0.1"]
+    p = train(data_dir, tmp_path / "ddp", *args, launcher=["-m", "torch.distributed.run", "--standalone",
+                                                          "--nproc_per_node=2"])
+    assert "4 seqs x 16 tokens x 2 ranks x 1 accumulation step" in p.stdout
+    per_rank = {}
+    for line in p.stdout.splitlines():
+        if ": weights sha256 " in line:
+            rank, h = line.split(": weights sha256 ")
+            per_rank[rank] = h.strip()
+    assert set(per_rank) == {"rank 0", "rank 1"}
+    assert per_rank["rank 0"] == per_rank["rank 1"]
+    ddp = torch.load(tmp_path / "ddp" / "ckpt.pt", weights_only=True)
+    assert ddp["iter_num"] == 5 and digest(ddp["model"]) == per_rank["rank 0"]
+
+    train(data_dir, tmp_path / "single", *args)
+    single = torch.load(tmp_path / "single" / "ckpt.pt", weights_only=True)
+    # the same batches and dropout masks: equal up to float summation order (which Adam amplifies where
+    # gradients are ~0, hence the weights' atol; other batches would differ by ~lr=1e-2 everywhere)
+    a, b = losses(tmp_path / "ddp"), losses(tmp_path / "single")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5]
+    assert a == pytest.approx(b, rel=1e-5)
+    for k in single["model"]:
+        torch.testing.assert_close(ddp["model"][k], single["model"][k], rtol=1e-3, atol=1e-3)
+
+
+def test_fine_tune_from_a_run_crops_block_size_and_resumes(tiny_run, data_dir, tmp_path):
+    out, _ = tiny_run  # Backpack.from_pretrained takes a train.py out_dir
+    # the architecture comes from the checkpoint (n_embd=64 here is ignored); a shorter block_size crops wpe
+    args = [f"--init_from={out}", "--block_size=8", "--n_embd=64", "--max_iters=4", "--eval_interval=2"]
+    p = train(data_dir, tmp_path, *args)
+    assert f"fine-tuning {out}" in p.stdout and "block_size=8, n_layer=1, n_head=2, n_embd=32" in p.stdout
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert ckpt["model_args"]["block_size"] == 8 and ckpt["model"]["wpe.weight"].shape == (8, 32)
+    assert ckpt["origin"] == str(out)
+    p = train(data_dir, tmp_path, *args[1:3], "--max_iters=6", "--init_from=resume")  # n_embd not checked: not ours
+    assert "step 6: train loss" in p.stdout
+    one_line_error(train(data_dir, tmp_path / "x", f"--init_from={out}", "--block_size=32", check=False),
+                   "--block_size=32 is larger than", "block_size=16")
+
+
+# -- clear errors ------------------------------------------------------------------------------------
+
+
+def test_unknown_key_suggests_the_right_one():
+    one_line_error(run("train.py", "--lerning_rate=1e-3", check=False),
+                   "train.py: unknown config key --lerning_rate (did you mean --learning_rate?)")
+
+
+def test_wrong_type():
+    one_line_error(run("train.py", "--max_iters=abc", check=False), "train.py: --max_iters expects an int, got 'abc'")
+
+
+def test_bad_config_file(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("n_embd = 64\nbatchsize = 8\n")
+    one_line_error(run("train.py", bad, check=False), "unknown config key batchsize (did you mean batch_size?)")
+    one_line_error(run("train.py", tmp_path / "missing.py", check=False), "cannot read config file")
+
+
+def test_missing_dataset_names_the_path_and_the_command(tmp_path):
+    line = one_line_error(run("train.py", f"--data_dir={tmp_path}", "--dataset=openwebtext", check=False),
+                          os.path.join(str(tmp_path), "openwebtext", "train.bin"), "not found")
+    assert "prepare.py" in line
+
+
+def test_grad_accum_must_divide(data_dir, tmp_path):
+    p = train(data_dir, tmp_path, "--tokens_per_step=100", check=False)
+    one_line_error(p, "tokens_per_step=100 is not a multiple of", "4 x 16 x 1 = 64", "128")
+
+
+def test_resume_with_another_architecture_is_refused(tiny_run, data_dir):
+    out, _ = tiny_run
+    one_line_error(train(data_dir, out, "--init_from=resume", "--n_embd=64", check=False),
+                   "was trained with n_embd=32 (the config says 64)")
+
+
+def test_config_files_parse_and_paper_recipes_divide():
+    # every shipped config file names only known settings with the right types
+    configs = sorted(glob.glob(os.path.join(REPO, "config", "*.py")))
+    assert len(configs) >= 7
+    p = run("train.py", *configs, "--help")
+    assert "--tokens_per_step=" in p.stdout
+    # config/train_brown.py documents the defaults: it changes nothing
+    assert run("train.py", "--help").stdout == run("train.py", os.path.join(REPO, "config", "train_brown.py"),
+                                                   "--help").stdout
+    for path in configs:
+        settings = {}
+        exec(open(path).read(), settings)
+        if os.path.basename(path).startswith(("train_backpack_", "train_gpt2_")):  # the paper's recipe
+            assert settings["tokens_per_step"] == 524288
+            assert 524288 % (settings["batch_size"] * settings["block_size"] * 4) == 0, path
+
+
+# -- sample.py ---------------------------------------------------------------------------------------
+
+
+def test_sample_prints_text(tiny_run):
+    out, _ = tiny_run
+    p = run("sample.py", f"--out_dir={out}", "--start=The old man", "--num_samples=2", "--max_new_tokens=8",
+            "--device=cpu")
+    samples = p.stdout.split("---------------\n")
+    assert len(samples) == 3 and all(s.startswith("The old man") and len(s) > 12 for s in samples[:2])
+
+
+def test_sample_empty_and_too_long_prompts(tiny_run, tmp_path):
+    out, _ = tiny_run
+    p = run("sample.py", f"--out_dir={out}", "--start=", "--num_samples=1", "--max_new_tokens=4", "--device=cpu")
+    assert "starting from <|endoftext|>" in p.stderr
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("word" + " word" * 39)  # 40 tokens, block_size is 16
+    p = run("sample.py", f"--out_dir={out}", f"--start=FILE:{prompt}", "--num_samples=1", "--max_new_tokens=4",
+            "--temperature=0", "--device=cpu")
+    assert "the prompt is 40 tokens, longer than the model's block_size=16; keeping its last 16" in p.stderr
+
+
+def test_sample_without_a_checkpoint(tmp_path):
+    one_line_error(run("sample.py", f"--out_dir={tmp_path}", check=False),
+                   f"sample.py: no checkpoint at {tmp_path}", "python train.py")
