@@ -18,7 +18,10 @@ References: the paper (arXiv 2305.16765), the released `stanfordnlp/backpack-gpt
 karpathy's nanoGPT, whose GPT-2 this file follows.
 """
 
+import json
 import math
+import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -186,24 +189,27 @@ class Backpack(nn.Module):
 
     # -- the three parts of the forward pass ---------------------------------------------------
 
-    def senses(self, idx):
-        """Sense vectors of every token: (B, T) ids -> (B, k, T, d). Depends on each id alone.
+    def senses(self, idx, dedup=True):
+        """Sense vectors of every token: (B, T) ids -> (B, k, T, d). Depends on each id alone, so the sense
+        network runs once per distinct id and the result is gathered: real text has far fewer distinct ids
+        than tokens. The same numbers as dedup=False, the plain per-token path, except that in training
+        the copies of an id share one dropout mask.
 
         Persistent edits in self.sense_edits replace the senses of their words wherever they occur.
         """
         self._check_idx(idx, max_len=None)
         B, T = idx.size()
         k, d = self.config.num_senses, self.config.n_embd
-        senses = self.sense_network(self.wte(idx)).view(B, T, k, d)
-        if self.sense_edits:
-            ids = torch.tensor(list(self.sense_edits), device=idx.device)
-            row = torch.full((self.config.vocab_size,), -1, dtype=torch.long, device=idx.device)
-            row[ids] = torch.arange(len(ids), device=idx.device)
-            row = row[idx]  # (B, T): which edit applies at each position, -1 for none
-            if (row >= 0).any():
-                edited = torch.stack(list(self.sense_edits.values())).to(senses)
-                senses = torch.where((row >= 0)[:, :, None, None], edited[row.clamp(min=0)], senses)
-        return senses.transpose(1, 2)
+        ids, where = torch.unique(idx, return_inverse=True) if dedup else (idx.flatten(), None)
+        senses = self.sense_network(self.wte(ids)).view(-1, k, d)  # (distinct ids, k, d)
+        if self.sense_edits:  # look up only the ids present: topic control edits thousands of words
+            rows = [(row, self.sense_edits[t]) for row, t in enumerate(ids.tolist()) if t in self.sense_edits]
+            if rows:
+                senses = senses.index_put((torch.tensor([row for row, _ in rows], device=idx.device),),
+                                          torch.stack([s for _, s in rows]).to(senses))
+        if where is not None:
+            senses = senses[where]
+        return senses.view(B, T, k, d).transpose(1, 2)
 
     def contextualize(self, idx, cache=None):
         """The GPT-2 network: (B, T) ids -> (B, T, d) final hidden states (after ln_f)."""
@@ -301,6 +307,32 @@ class Backpack(nn.Module):
             raise ValueError(f"edit_senses: the edit returned shape {tuple(new.shape)}, expected {tuple(current.shape)}")
         self.sense_edits[token_id] = new.detach()
         return new
+
+    def scale_sense(self, token_id, factors):
+        """Multiply senses of one word, persistently: factors {sense index: factor}. {10: 0.0} removes
+        sense 10 (the paper's gender-bias fix for professions); the same as multiplying alpha[:, l, :, j]
+        at every position j holding the word."""
+        if bad := [l for l in factors if not 0 <= l < self.config.num_senses]:
+            raise ValueError(f"scale_sense: sense {bad[0]} is out of range; this model has senses "
+                             f"0..{self.config.num_senses - 1}")
+        def scale(s):
+            for l, factor in factors.items():
+                s[l] *= factor
+            return s
+        return self.edit_senses(token_id, scale)
+
+    def edit_knowledge(self, token_id, old_id, new_id):
+        """The paper's knowledge edit (e.g. MacBook: Apple -> HP), persistently: in every sense of the word,
+        the part that predicts old_id is moved onto new_id. With e_r, e_a the output embeddings of
+        old_id and new_id: c = C(x)_l.e_r / |e_r|^2, C'(x)_l = C(x)_l - c e_r + c e_a |e_r|^2 / |e_a|^2."""
+        if not (0 <= old_id < self.config.vocab_size and 0 <= new_id < self.config.vocab_size):
+            raise ValueError(f"edit_knowledge: token ids must be in [0, {self.config.vocab_size})")
+        e_r, e_a = self.wte.weight[old_id].detach(), self.wte.weight[new_id].detach()
+        r2, a2 = e_r @ e_r, e_a @ e_a
+        def swap(s):  # s: (k, d)
+            c = (s @ e_r / r2)[:, None]
+            return s - c * e_r + c * e_a * (r2 / a2)
+        return self.edit_senses(token_id, swap)
 
     # -- generation --------------------------------------------------------------------------------
 
@@ -408,6 +440,75 @@ class Backpack(nn.Module):
         T = self.config.block_size
         return self.flops_per_token(T) * T * fwdbwd_per_iter / dt / peak
 
+    # -- loading and saving ------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, name_or_path):
+        """A trained Backpack, in eval mode, float32, on CPU. name_or_path is one of:
+
+        - a directory with config.json + pytorch_model.bin (the released stanfordnlp/backpack-gpt2 layout,
+          as `git clone` of the model repo or save_pretrained gives it) or with train.py's ckpt.pt; or
+          the path of such a file. This file alone reads these.
+        - "stanfordnlp/backpack-gpt2" (downloaded once from the Hugging Face hub into a cache),
+          "backpack-{micro,mini,small}" / "gpt2-{micro,mini,small}" (the paper's Lightning training
+          checkpoints), a Lightning .ckpt or a .safetensors file: these need pretrained.py beside this file.
+        Nothing in a file is ever run: pickles load with weights_only=True.
+        """
+        path = str(name_or_path)
+        if os.path.isdir(path):
+            files = [f for f in ("pytorch_model.bin", "model.safetensors", "ckpt.pt") if os.path.isfile(os.path.join(path, f))]
+            if not files:
+                raise FileNotFoundError(f"from_pretrained: {path}/ has no ckpt.pt, pytorch_model.bin or model.safetensors; "
+                                        "train one with `python train.py` or pass stanfordnlp/backpack-gpt2")
+            path = os.path.join(path, files[0])
+        elif not os.path.isfile(path):  # a published name: fetched into the cache, read from there afterwards
+            return cls.from_pretrained(_pretrained().fetch(path))
+        if path.endswith(".safetensors"):
+            sd = _pretrained().read_safetensors(path)
+        elif path.endswith(".ckpt"):
+            sd = _pretrained().read_lightning(path)
+        else:
+            try:
+                sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as e:
+                raise unreadable(path, e) from None
+        keys, name = (sd.keys() if isinstance(sd, dict) else ()), str
+        if "model_args" in keys and "model" in keys:  # train.py's ckpt.pt, in our own names
+            config = BackpackConfig(**sd["model_args"])
+            tensors = [(k.removeprefix("_orig_mod."), v, k) for k, v in sd["model"].items()]
+        elif "lightning_config" in keys:  # the authors' training checkpoint, already mapped by pretrained.py
+            config, tensors = BackpackConfig(**sd["lightning_config"]), sd["tensors"]
+        elif any(k.startswith(("backpack.", "lm_head.")) for k in keys):
+            (config, tensors), name = released_state(sd, path), lambda k: released_names(k)[0]
+        else:
+            raise ValueError(f"from_pretrained: {path} is not train.py's ckpt.pt, the released "
+                             "stanfordnlp/backpack-gpt2 layout or a Lightning .ckpt of a Backpack")
+        state, names = {}, {}  # our name -> tensor, -> the file's name
+        for key, t, theirs in tensors:
+            if key in state and not torch.equal(state[key], t):
+                raise ValueError(f"from_pretrained: {theirs} in {path} differs from the tensor it is tied to")
+            state[key], names[key] = t, names.get(key, theirs)
+        with torch.device("meta"):  # no memory and no init: every tensor comes from the file
+            model = cls(config)
+        expected = model.state_dict()
+        if extra := sorted(set(state) ^ set(expected)):
+            what = f"unexpected key {names[extra[0]]}" if extra[0] in state else f"missing key {name(extra[0])}"
+            raise ValueError(f"from_pretrained: {what} in {path}")
+        for key, t in state.items():
+            if t.shape != expected[key].shape:
+                raise ValueError(f"from_pretrained: {names[key]} in {path} has shape {tuple(t.shape)}, expected "
+                                 f"{tuple(expected[key].shape)} from its config")
+        model.load_state_dict({k: t.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+                               for k, t in state.items()}, assign=True)
+        return model.eval()
+
+    def save_pretrained(self, path):
+        """Write config.json and pytorch_model.bin in the released stanfordnlp/backpack-gpt2 layout
+        (Conv1D weights as (in, out), every tied alias present). from_pretrained reads it back exactly;
+        the released model code reads it with its two .py files copied beside (config.json's auto_map).
+        Needs pretrained.py beside this file."""
+        _pretrained().save_released(self, path)
+
 
 def weighted_sum(sense_weights, senses):
     """o[b, i] = sum_l sum_j alpha[b, l, i, j] * senses[b, l, j]: (B, k, T, T') x (B, k, T', d) -> (B, T, d).
@@ -426,3 +527,61 @@ def gpu_peak_flops():
         if key in name:
             return peak
     return None
+
+
+# ----------------------------------------------------------------------------------------------
+# The released Hugging Face layout: key names and config fields (pretrained.py reads the authors' Lightning files)
+
+RELEASED_PREFIXES = [  # (key prefix in the released file, ours); several released names are tied aliases
+    ("backpack.gpt2_model.wte.", "wte."), ("backpack.word_embeddings.", "wte."), ("lm_head.", "wte."),
+    ("backpack.gpt2_model.wpe.", "wpe."), ("backpack.position_embeddings.", "wpe."), ("backpack.gpt2_model.", ""),
+    ("backpack.sense_network.ln.", "sense_network.ln_0."), ("backpack.sense_network.block.", "sense_network."),
+    ("backpack.sense_network.final_mlp.", "sense_network.final_mlp."),
+    ("backpack.sense_weight_net.c_attn.", "sense_weight_net."),  # an nn.Linear there too: no transpose
+]
+CONV1D = re.compile(r"\.(c_attn|c_proj|c_fc)\.weight$")  # ours whose released tensor is GPT-2's Conv1D: (in, out)
+RELEASED_CONFIG = {"block_size": "n_positions", "layer_norm_eps": "layer_norm_epsilon", **{f: f for f in (
+    "vocab_size", "n_layer", "n_head", "n_embd", "num_senses", "sense_intermediate_scale")}}  # ours: config.json's
+
+
+def unreadable(path, e):
+    """The one-line error for a checkpoint file torch.load cannot read."""
+    with open(path, "rb") as f:
+        lfs = f.read(24) == b"version https://git-lfs."
+    return ValueError(f"from_pretrained: cannot read {path}: " + ("it is a Git LFS pointer: run `git lfs pull`"
+                      if lfs else f"{str(e).splitlines()[0]} (truncated? delete it and fetch it again)"))
+
+
+def _pretrained():
+    try:
+        import pretrained  # the repo's pretrained.py: downloads, Lightning and safetensors files
+    except ImportError:
+        raise ImportError("from_pretrained: downloading by name and reading .ckpt/.safetensors files need "
+                          "pretrained.py from the Backpack repo beside backpack.py; or pass a local directory") from None
+    return pretrained
+
+
+def released_names(key):
+    """Our parameter name -> its names in the released file (those of the longest matching prefix)."""
+    hits = [(len(ours), theirs + key[len(ours):]) for theirs, ours in RELEASED_PREFIXES if key.startswith(ours)]
+    return [name for n, name in hits if n == max(hits)[0]]
+
+
+def released_state(sd, path):
+    """(config, [(our name, tensor, file's name)]) from the released layout, with config.json beside it."""
+    config_path = os.path.join(os.path.dirname(path), "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"from_pretrained: {path} needs its model's config.json beside it")
+    with open(config_path) as f:
+        cfg = json.load(f)
+    missing = [field for field in RELEASED_CONFIG.values() if field not in cfg]
+    if missing or cfg.get("scale_attn_by_inverse_layer_idx") is not True or cfg.get(
+            "activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError(f"from_pretrained: {config_path} is not a Backpack's: " + (f"it has no {', '.join(missing)}"
+                         if missing else "this model needs scale_attn_by_inverse_layer_idx=true and gelu_new"))
+    tensors = []
+    for key, t in sd.items():
+        ours = next((o + key[len(h):] for h, o in RELEASED_PREFIXES if key.startswith(h)), key)
+        if not re.search(r"\.attn\.(masked_)?bias$", key):  # skip GPT-2's causal-mask buffers
+            tensors.append((ours, t.t() if CONV1D.search(ours) and t.dim() == 2 else t, key))
+    return BackpackConfig(**{ours: cfg[theirs] for ours, theirs in RELEASED_CONFIG.items()}), tensors

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backpack import GPT2_VOCAB, Backpack, BackpackConfig
+from backpack import GPT2_VOCAB, Backpack, BackpackConfig, weighted_sum
 
 
 def tiny_config(**kw):
@@ -84,6 +84,27 @@ def test_senses_depend_on_the_token_alone():
     assert a.shape == (1, 4, 3, 32)
     torch.testing.assert_close(a[:, :, 2], b[:, :, 4], rtol=0, atol=0)
 
+
+
+def test_deduplicated_senses_match_the_plain_path_in_loss_and_gradients():
+    # real text repeats ids; the sense network runs once per distinct id, then gathers (issue 6)
+    model = tiny_model().train()  # dropout 0: training mode, same numbers
+    idx = torch.randint(0, 12, (3, 16))  # 12 distinct ids at most in 48 tokens
+    targets = torch.randint(0, 64, (3, 16))
+    results = []
+    for dedup in (False, True):
+        model.zero_grad()
+        logits = F.linear(weighted_sum(model.sense_weights(idx), model.senses(idx, dedup=dedup)), model.wte.weight)
+        loss = F.cross_entropy(logits.view(-1, 64), targets.view(-1))
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (loss_plain, grads_plain), (loss_dedup, grads_dedup) = results
+    torch.testing.assert_close(loss_dedup, loss_plain, rtol=0, atol=1e-6)
+    for name, grad in grads_plain.items():  # the same gradients up to the order of float sums
+        torch.testing.assert_close(grads_dedup[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+    assert grads_plain["sense_network.final_mlp.c_proj.weight"].abs().sum() > 0
+    # and forward() takes the deduplicated path
+    torch.testing.assert_close(model(idx, targets)[1], loss_plain, rtol=0, atol=1e-6)
 
 # 4. the decomposition: each logit is a sum of (context word, sense) contributions
 
