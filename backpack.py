@@ -364,8 +364,7 @@ class Backpack(nn.Module):
         """Continue idx (B, T) by max_new_tokens tokens; temperature=0 picks the most likely token.
 
         Uses the cache. Past block_size the model sees the last block_size tokens, exactly like an
-        uncached run: positions shift, so the GPT-2 part re-runs on the window each step, but the
-        senses (which depend on the token alone) are still reused.
+        uncached run (which then costs a full run of the window per token).
         """
         block_size = self.config.block_size
         if idx.size(1) == 0:
@@ -388,22 +387,10 @@ class Backpack(nn.Module):
                 break
             if cache["length"] < block_size:
                 logits = self.forward_cached(idx_next, cache)
-            else:  # the window slides: keep the senses of the last block_size-1 positions, re-run the rest
-                senses = cache.get("senses")
+            else:  # the window slides: every position shifts, so the window is re-run from scratch
                 cache = self.new_cache()
-                if senses is not None:
-                    cache["senses"] = senses[:, :, 1:]
-                    logits = self._forward_window(idx[:, -block_size:], cache)
-                else:
-                    logits = self.forward_cached(idx[:, -block_size:], cache)
+                logits = self.forward_cached(idx[:, -block_size:], cache)
         return idx
-
-    def _forward_window(self, window, cache):
-        # like forward_cached on a full window whose first block_size-1 senses are already in the cache
-        senses = torch.cat([cache["senses"], self.senses(window[:, -1:])], dim=2)
-        alpha = self.sense_weights(window, cache)
-        cache["senses"], cache["length"] = senses, window.size(1)
-        return F.linear(weighted_sum(alpha, senses), self.wte.weight)
 
     # -- training helpers --------------------------------------------------------------------------
 
@@ -434,11 +421,8 @@ class Backpack(nn.Module):
         """Model FLOPs utilization of one iteration of fwdbwd_per_iter sequences of block_size tokens
         taking dt seconds, against the bf16 dense peak of the GPU in use. None if that peak is unknown
         (CPU, or a GPU not in the table below)."""
-        peak = gpu_peak_flops()
-        if peak is None:
-            return None
-        T = self.config.block_size
-        return self.flops_per_token(T) * T * fwdbwd_per_iter / dt / peak
+        peak, T = gpu_peak_flops(), self.config.block_size
+        return None if peak is None else self.flops_per_token(T) * T * fwdbwd_per_iter / dt / peak
 
     # -- loading and saving ------------------------------------------------------------------------
 
@@ -463,10 +447,8 @@ class Backpack(nn.Module):
             path = os.path.join(path, files[0])
         elif not os.path.isfile(path):  # a published name: fetched into the cache, read from there afterwards
             return cls.from_pretrained(_pretrained().fetch(path))
-        if path.endswith(".safetensors"):
-            sd = _pretrained().read_safetensors(path)
-        elif path.endswith(".ckpt"):
-            sd = _pretrained().read_lightning(path)
+        if path.endswith((".safetensors", ".ckpt")):
+            sd = _pretrained().read(path)
         else:
             try:
                 sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -519,14 +501,9 @@ def weighted_sum(sense_weights, senses):
 
 
 def gpu_peak_flops():
-    """bf16 dense peak FLOP/s of the current CUDA device, or None when unknown."""
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name()
-    for key, peak in (("A100", 312e12), ("H100", 989e12), ("H200", 989e12)):
-        if key in name:
-            return peak
-    return None
+    """bf16 dense peak FLOP/s of the current CUDA device, or None when unknown (or on CPU)."""
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
+    return next((peak for key, peak in (("A100", 312e12), ("H100", 989e12), ("H200", 989e12)) if key in name), None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -553,12 +530,11 @@ def unreadable(path, e):
 
 
 def _pretrained():
-    try:
-        import pretrained  # the repo's pretrained.py: downloads, Lightning and safetensors files
+    try:  # the repo's pretrained.py: downloads, Lightning and safetensors files
+        return __import__("pretrained")
     except ImportError:
         raise ImportError("from_pretrained: downloading by name and reading .ckpt/.safetensors files need "
                           "pretrained.py from the Backpack repo beside backpack.py; or pass a local directory") from None
-    return pretrained
 
 
 def released_names(key):

@@ -34,6 +34,11 @@ LIGHTNING_RULES = [  # regex rewrites, applied in turn, of the authors' training
 
 
 
+def read(path):
+    """What from_pretrained needs from a .safetensors file (its tensors) or a Lightning .ckpt."""
+    return read_safetensors(path) if path.endswith(".safetensors") else read_lightning(path)
+
+
 def read_lightning(path):
     """A Lightning checkpoint of the authors' code, mapped onto our names: {"lightning_config": BackpackConfig
     kwargs, "tensors": [(our name, tensor, file's name)]}. Keys outside "model." are the training task's
