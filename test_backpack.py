@@ -86,11 +86,13 @@ def test_senses_depend_on_the_token_alone():
 
 
 
-def test_deduplicated_senses_match_the_plain_path_in_loss_and_gradients():
-    # real text repeats ids; the sense network runs once per distinct id, then gathers (issue 6)
-    model = tiny_model().train()  # dropout 0: training mode, same numbers
-    idx = torch.randint(0, 12, (3, 16))  # 12 distinct ids at most in 48 tokens
-    targets = torch.randint(0, 64, (3, 16))
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_deduplicated_senses_match_the_plain_path_in_loss_and_gradients(device):
+    # real text repeats ids; the sense network runs once per distinct id, then gathers
+    model = tiny_model().train().to(device)  # dropout 0: training mode, same numbers
+    idx = torch.randint(0, 12, (3, 16), device=device)  # 12 distinct ids at most in 48 tokens
+    targets = torch.randint(0, 64, (3, 16), device=device)
     results = []
     for dedup in (False, True):
         model.zero_grad()
