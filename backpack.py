@@ -265,7 +265,7 @@ class Backpack(nn.Module):
             logits = F.linear(weighted_sum(sense_weights, senses), self.wte.weight)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
     def _check_idx(self, idx, max_len):

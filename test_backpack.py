@@ -286,6 +286,10 @@ def test_loss_ignores_minus_one_targets():
     _, loss2 = model(x, y2)
     torch.testing.assert_close(loss2, F.cross_entropy(logits[:, 3:].reshape(-1, 64), y[:, 3:].reshape(-1)))
     assert not torch.allclose(loss, loss2)
+    # inputs and targets sliced from one (B, T+1) tensor, as a data loader makes them: not contiguous
+    xy = torch.cat([x, y[:, -1:]], dim=1)
+    torch.testing.assert_close(model(xy[:, :-1], xy[:, 1:])[1], F.cross_entropy(logits.reshape(-1, 64),
+                                                                              xy[:, 1:].reshape(-1)))
 
 
 def test_weight_decay_only_on_linear_weights():
