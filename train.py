@@ -1,7 +1,7 @@
 """
 Train a Backpack language model (or its matched Transformer, num_senses=0), in nanoGPT's style.
 
-    python train.py                                    # quickstart: a small Backpack on Brown, ~9 min on 2 CPU cores
+    python train.py                                    # quickstart: a small Backpack on Brown, ~7 min on 2 CPU cores
     python train.py config/train_brown.py --device=cuda --compile=True
     torchrun --standalone --nproc_per_node=4 train.py config/train_backpack_small.py   # the paper's recipe
     python train.py --init_from=resume                 # continue the run in out_dir (exactly where it stopped)
