@@ -17,6 +17,7 @@ seen, and the same tokens_per_step gives the same batches on 1 GPU or 8.
 
 import ctypes
 import dataclasses
+import gc
 import hashlib
 import json
 import math
@@ -388,6 +389,11 @@ if ddp:  # a real check that data parallelism kept the replicas identical
     if len(set(digests)) != 1:
         fail("train.py", f"the ranks ended with different weights: {digests}")
     log(f"all {world_size} ranks hold identical weights")
+    # free DDP's reducer (and the gloo work it holds) while the process group and interpreter are alive:
+    # left to interpreter shutdown, gloo's threads sometimes abort the process ("terminate called ...")
+    del train_model
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
 if not eval_only:
     memory = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device_type == "cuda" else ""
