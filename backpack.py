@@ -19,7 +19,9 @@ karpathy's nanoGPT, whose GPT-2 this file follows.
 """
 
 import json
+import importlib
 import math
+import operator
 import os
 import re
 from dataclasses import dataclass
@@ -197,7 +199,7 @@ class Backpack(nn.Module):
 
         Persistent edits in self.sense_edits replace the senses of their words wherever they occur.
         """
-        self._check_idx(idx, max_len=None)
+        self._check_idx(idx, max_len=None, need_senses=True)
         B, T = idx.size()
         k, d = self.config.num_senses, self.config.n_embd
         ids, where = torch.unique(idx, return_inverse=True) if dedup else (idx.flatten(), None)
@@ -213,6 +215,7 @@ class Backpack(nn.Module):
 
     def contextualize(self, idx, cache=None):
         """The GPT-2 network: (B, T) ids -> (B, T, d) final hidden states (after ln_f)."""
+        self._check_idx(idx, max_len=None if cache is not None else self.config.block_size)
         start = cache["length"] if cache is not None else 0
         pos = torch.arange(start, start + idx.size(1), device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))
@@ -227,7 +230,8 @@ class Backpack(nn.Module):
         one softmax over j <= i per sense (so each row sums to 1), from a single-head attention
         score per sense with query/key width d/k and no value projection.
         """
-        self._check_idx(idx, max_len=None if cache is not None else self.config.block_size)
+        if not self.config.num_senses:
+            raise ValueError("Backpack: this model has no senses (num_senses=0: the matched Transformer)")
         hidden = self.contextualize(idx, cache)
         B, T, d = hidden.size()
         k = self.config.num_senses
@@ -254,21 +258,21 @@ class Backpack(nn.Module):
 
         For an edit of a word that should hold everywhere (forward, generate), see edit_senses.
         """
-        self._check_idx(idx, max_len=self.config.block_size)
         if not self.config.num_senses:  # the matched Transformer
             logits = F.linear(self.contextualize(idx), self.wte.weight)
         else:
+            if sense_weights is None:  # first: it checks the length of idx
+                sense_weights = self.sense_weights(idx)
             if senses is None:
                 senses = self.senses(idx)
-            if sense_weights is None:
-                sense_weights = self.sense_weights(idx)
             logits = F.linear(weighted_sum(sense_weights, senses), self.wte.weight)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1).long(),
+                                   ignore_index=-1)
         return logits, loss
 
-    def _check_idx(self, idx, max_len):
+    def _check_idx(self, idx, max_len, need_senses=False):
         # clear errors for bad input instead of an index error (or a CUDA assert) deep inside torch
         if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.long, torch.int):
             got = idx.dtype if isinstance(idx, torch.Tensor) else type(idx).__name__
@@ -278,9 +282,12 @@ class Backpack(nn.Module):
         if max_len is not None and idx.size(1) > max_len:
             raise ValueError(f"Backpack: sequence of length {idx.size(1)} is longer than block_size={max_len}; "
                              "crop it to the last block_size tokens")
-        if not torch.compiler.is_compiling() and (idx.min() < 0 or idx.max() >= self.config.vocab_size):
-            raise ValueError(f"Backpack: token ids must be in [0, {self.config.vocab_size}), "
-                             f"got values in [{idx.min().item()}, {idx.max().item()}]")
+        if need_senses and not self.config.num_senses:
+            raise ValueError("Backpack: this model has no senses (num_senses=0: the matched Transformer)")
+        if not torch.compiler.is_compiling():
+            low, high = torch.stack(torch.aminmax(idx)).tolist()  # one device sync
+            if low < 0 or high >= self.config.vocab_size:
+                raise ValueError(f"Backpack: token ids must be in [0, {self.config.vocab_size}), got values in [{low}, {high}]")
 
     # -- interventions ---------------------------------------------------------------------------
 
@@ -297,11 +304,12 @@ class Backpack(nn.Module):
                 return s
             model.edit_senses(nurse, turn_down)
         """
-        if not self.config.num_senses:
-            raise ValueError("edit_senses: this model has no senses (num_senses=0)")
+        token_id = operator.index(token_id)  # a 0-d tensor becomes the int the edits are keyed by
         if not 0 <= token_id < self.config.vocab_size:
             raise ValueError(f"edit_senses: token id {token_id} is outside [0, {self.config.vocab_size})")
-        current = self.senses(torch.tensor([[token_id]], device=self.wte.weight.device))[0, :, 0]
+        training = self.training  # the senses without dropout, whatever mode the model is in
+        current = self.eval().senses(torch.tensor([[token_id]], device=self.wte.weight.device))[0, :, 0]
+        self.train(training)
         new = edit(current.clone())
         if new.shape != current.shape:
             raise ValueError(f"edit_senses: the edit returned shape {tuple(new.shape)}, expected {tuple(current.shape)}")
@@ -313,8 +321,8 @@ class Backpack(nn.Module):
         sense 10 (the paper's gender-bias fix for professions); the same as multiplying alpha[:, l, :, j]
         at every position j holding the word."""
         if bad := [l for l in factors if not 0 <= l < self.config.num_senses]:
-            raise ValueError(f"scale_sense: sense {bad[0]} is out of range; this model has senses "
-                             f"0..{self.config.num_senses - 1}")
+            raise ValueError(f"scale_sense: sense {bad[0]} is out of range: this model has "
+                             f"{self.config.num_senses} senses, numbered from 0")
         def scale(s):
             for l, factor in factors.items():
                 s[l] *= factor
@@ -373,12 +381,13 @@ class Backpack(nn.Module):
         logits = self.forward_cached(idx[:, -block_size:], cache)
         for step in range(max_new_tokens):
             logits = logits[:, -1, :].float()
-            logits[:, GPT2_VOCAB:] = float("-inf")  # never sample the padding ids
+            if GPT2_VOCAB <= self.config.vocab_size < GPT2_VOCAB + 64:  # GPT-2's vocabulary, padded up
+                logits[:, GPT2_VOCAB:] = float("-inf")  # never sample the padding ids
             if temperature == 0:
                 idx_next = logits.argmax(dim=-1, keepdim=True)
             else:
                 logits = logits / temperature
-                if top_k is not None:
+                if top_k:  # None or 0: all tokens
                     v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
                     logits[logits < v[:, [-1]]] = float("-inf")
                 idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
@@ -456,15 +465,19 @@ class Backpack(nn.Module):
                 raise unreadable(path, e) from None
         keys, name = (sd.keys() if isinstance(sd, dict) else ()), str
         if "model_args" in keys and "model" in keys:  # train.py's ckpt.pt, in our own names
-            config = BackpackConfig(**sd["model_args"])
+            args = sd["model_args"]
             tensors = [(k.removeprefix("_orig_mod."), v, k) for k, v in sd["model"].items()]
         elif "lightning_config" in keys:  # the authors' training checkpoint, already mapped by pretrained.py
-            config, tensors = BackpackConfig(**sd["lightning_config"]), sd["tensors"]
+            args, tensors = sd["lightning_config"], sd["tensors"]
         elif any(k.startswith(("backpack.", "lm_head.")) for k in keys):
-            (config, tensors), name = released_state(sd, path), lambda k: released_names(k)[0]
+            (args, tensors), name = released_state(sd, path), lambda k: released_names(k)[0]
         else:
             raise ValueError(f"from_pretrained: {path} is not train.py's ckpt.pt, the released "
                              "stanfordnlp/backpack-gpt2 layout or a Lightning .ckpt of a Backpack")
+        try:
+            config = BackpackConfig(**args)
+        except TypeError as e:  # a setting this BackpackConfig does not have
+            raise ValueError(f"from_pretrained: {path} holds a model setting this code does not know: {e}") from None
         state, names = {}, {}  # our name -> tensor, -> the file's name
         for key, t, theirs in tensors:
             if key in state and not torch.equal(state[key], t):
@@ -530,9 +543,11 @@ def unreadable(path, e):
 
 
 def _pretrained():
-    try:  # the repo's pretrained.py: downloads, Lightning and safetensors files
-        return __import__("pretrained")
-    except ImportError:
+    try:  # the repo's pretrained.py (downloads, Lightning and safetensors files), beside this file
+        module = importlib.import_module(".pretrained", __package__) if __package__ else importlib.import_module("pretrained")
+        module.fetch
+        return module
+    except (ImportError, AttributeError):
         raise ImportError("from_pretrained: downloading by name and reading .ckpt/.safetensors files need "
                           "pretrained.py from the Backpack repo beside backpack.py; or pass a local directory") from None
 
@@ -544,7 +559,7 @@ def released_names(key):
 
 
 def released_state(sd, path):
-    """(config, [(our name, tensor, file's name)]) from the released layout, with config.json beside it."""
+    """(config args, [(our name, tensor, file's name)]) from the released layout, with config.json beside it."""
     config_path = os.path.join(os.path.dirname(path), "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"from_pretrained: {path} needs its model's config.json beside it")
@@ -560,4 +575,4 @@ def released_state(sd, path):
         ours = next((o + key[len(h):] for h, o in RELEASED_PREFIXES if key.startswith(h)), key)
         if not re.search(r"\.attn\.(masked_)?bias$", key):  # skip GPT-2's causal-mask buffers
             tensors.append((ours, t.t() if CONV1D.search(ours) and t.dim() == 2 else t, key))
-    return BackpackConfig(**{ours: cfg[theirs] for ours, theirs in RELEASED_CONFIG.items()}), tensors
+    return {ours: cfg[theirs] for ours, theirs in RELEASED_CONFIG.items()}, tensors

@@ -15,7 +15,10 @@ import sys
 
 import torch
 
-from backpack import CONV1D, RELEASED_CONFIG, released_names, unreadable
+try:  # beside backpack.py in a package, or at the top level
+    from .backpack import CONV1D, RELEASED_CONFIG, released_names, unreadable
+except ImportError:
+    from backpack import CONV1D, RELEASED_CONFIG, released_names, unreadable
 
 STANFORD_URL = "https://downloads.cs.stanford.edu/nlp/data/backpacks-acl2023/main"  # the authors' checkpoints
 
@@ -63,8 +66,11 @@ def read_lightning(path):
     if "wte.weight" not in shapes or "wpe.weight" not in shapes:
         raise ValueError(f"from_pretrained: {path} has no word and position embeddings: not a Backpack's")
     (vocab_size, d), senses_out = shapes["wte.weight"], shapes.get("sense_network.final_mlp.c_proj.weight", [0])[0]
-    # n_head shows in no shape: from the hyperparameters, else the paper's 64-wide heads (6, 8, 12 heads)
-    n_head = find_int(ckpt.get("hyper_parameters"), "n_head") or max(1, d // 64)
+    # n_head shows in no shape: from the hyperparameters, else the paper's sizes (spec section 2)
+    n_head = find_int(ckpt.get("hyper_parameters"), "n_head") or {384: 6, 640: 8, 768: 12}.get(d)
+    if n_head is None:
+        raise ValueError(f"from_pretrained: {path} does not say its number of heads, and its width {d} is none of "
+                         "the paper's models (384, 640, 768)")
     config = dict(block_size=shapes["wpe.weight"][0], vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=d,
                   num_senses=senses_out // d,
                   sense_intermediate_scale=shapes.get("sense_network.final_mlp.c_fc.weight", [4 * d])[0] // d)
@@ -104,13 +110,13 @@ def read_safetensors(path):
         with open(path, "rb") as f:
             header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
             data = torch.frombuffer(bytearray(f.read()) or bytearray(1), dtype=torch.uint8)
-    except (ValueError, UnicodeDecodeError, MemoryError, OverflowError) as e:
-        raise ValueError(f"from_pretrained: cannot read {path}: not a .safetensors file ({e})") from None
-    if any(info["data_offsets"][1] > len(data) for name, info in header.items() if name != "__metadata__"):
-        raise ValueError(f"from_pretrained: cannot read {path}: the file ends before its last tensor "
-                         "(truncated? delete it and fetch it again)")
-    return {name: data[info["data_offsets"][0]:info["data_offsets"][1]].clone().view(dtypes[info["dtype"]])
-            .reshape(info["shape"]) for name, info in header.items() if name != "__metadata__"}
+        header.pop("__metadata__", None)
+        if any(info["data_offsets"][1] > len(data) for info in header.values()):
+            raise ValueError("the file ends before its last tensor (truncated? delete it and fetch it again)")
+        return {name: data[info["data_offsets"][0]:info["data_offsets"][1]].clone().view(dtypes[info["dtype"]])
+                .reshape(info["shape"]) for name, info in header.items()}
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError, MemoryError, OverflowError) as e:
+        raise ValueError(f"from_pretrained: cannot read {path} as a .safetensors file: {e!r}") from None
 
 
 def fetch(name):

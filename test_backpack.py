@@ -376,3 +376,30 @@ def test_bad_inputs():
         model.edit_senses(3, lambda s: s[0])
     with pytest.raises(ValueError, match="no senses"):
         tiny_model(num_senses=0).edit_senses(3, lambda s: s)
+    transformer = tiny_model(num_senses=0)
+    for call in (lambda: transformer.senses(torch.tensor([[1, 2]])), lambda: transformer.sense_weights(torch.tensor([[1]])),
+                 lambda: transformer.scale_sense(3, {0: 0.0})):
+        with pytest.raises(ValueError, match="no senses|has 0 senses"):
+            call()
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 64\)"):  # the cached path checks too
+        transformer.generate(torch.tensor([[1, 64]]), 2)
+
+
+def test_inputs_users_pass_that_work():
+    model = tiny_model()
+    idx = torch.randint(0, 64, (2, 8))
+    # int32 ids and targets, as numpy uint16 data often becomes
+    torch.testing.assert_close(model(idx.int(), idx.int())[1], model(idx, idx)[1], rtol=0, atol=0)
+    assert model.generate(idx, 3, top_k=0).shape == (2, 11)  # top_k=0: every token, as sample.py documents
+    # a token id given as a 0-d tensor edits that word (the edits are keyed by int)
+    before, _ = model(idx)
+    model.scale_sense(idx[0, 0], {1: 0.0})
+    assert list(model.sense_edits) == [int(idx[0, 0])] and not torch.equal(model(idx)[0], before)
+
+
+def test_an_edit_made_in_training_mode_has_no_dropout_in_it():
+    model = tiny_model(dropout=0.5)
+    expected = model.senses(torch.tensor([[7]]))[0, :, 0]  # eval mode
+    model.train()
+    assert torch.equal(model.edit_senses(7, lambda s: s), expected)
+    assert model.training

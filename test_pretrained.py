@@ -346,13 +346,13 @@ def omegaconf_like():
     return {"cfg": cfg}
 
 
-@pytest.mark.parametrize("hyper_parameters,n_head", [
-    (None, 2),                                   # n_head = n_embd / 64, the paper's sizes
-    ({"model": {"config": {"n_head": 4}}}, 4),   # plain data
-    (omegaconf_like(), 4),
+@pytest.mark.parametrize("hyper_parameters,n_embd,n_head", [
+    (None, 640, 8),                                   # no n_head in the file: the paper's mini (not 640/64 = 10)
+    ({"model": {"config": {"n_head": 4}}}, 128, 4),   # plain data
+    (omegaconf_like(), 128, 4),
 ])
-def test_lightning_checkpoint_loads_without_running_its_code(tmp_path, hyper_parameters, n_head):
-    model = tiny(seed=5, n_embd=128, n_head=n_head, n_layer=2)
+def test_lightning_checkpoint_loads_without_running_its_code(tmp_path, hyper_parameters, n_embd, n_head):
+    model = tiny(seed=5, n_embd=n_embd, n_head=n_head, n_layer=2)
     path = write_lightning(tmp_path / "backpack-micro-flash-fp16.ckpt", model, hyper_parameters)
     TRIPPED.clear()
     loaded = Backpack.from_pretrained(path)
@@ -362,7 +362,7 @@ def test_lightning_checkpoint_loads_without_running_its_code(tmp_path, hyper_par
     for theirs, key in lightning_to_ours(2).items():
         assert loaded.state_dict()[key].dtype == torch.float32
         assert torch.equal(loaded.state_dict()[key], ours[key].half().float()), (theirs, key)
-    rounded = tiny(seed=5, n_embd=128, n_head=n_head, n_layer=2)
+    rounded = tiny(seed=5, n_embd=n_embd, n_head=n_head, n_layer=2)
     rounded.load_state_dict({k: v.half().float() for k, v in ours.items()})
     idx = torch.randint(0, 64, (2, 16))
     assert torch.equal(loaded(idx)[0], rounded(idx)[0])
@@ -370,10 +370,17 @@ def test_lightning_checkpoint_loads_without_running_its_code(tmp_path, hyper_par
     assert TRIPPED
 
 
+def test_lightning_checkpoint_without_its_number_of_heads_is_refused(tmp_path):
+    path = write_lightning(tmp_path / "odd.ckpt", tiny(n_embd=128, n_head=2, n_layer=2))
+    with pytest.raises(ValueError) as e:
+        Backpack.from_pretrained(path)
+    one_line_error(e, "odd.ckpt", "number of heads", "128")
+
+
 def test_lightning_checkpoint_of_the_matched_transformer(tmp_path):
     model = tiny(seed=6, n_embd=128, n_head=2, n_layer=2, num_senses=0)
-    loaded = Backpack.from_pretrained(write_lightning(tmp_path / "gpt2-micro.ckpt", model))
-    assert_same_model(loaded, Backpack.from_pretrained(write_lightning(tmp_path / "again.ckpt", loaded)))
+    loaded = Backpack.from_pretrained(write_lightning(tmp_path / "gpt2-micro.ckpt", model, {"n_head": 2}))
+    assert_same_model(loaded, Backpack.from_pretrained(write_lightning(tmp_path / "again.ckpt", loaded, {"n_head": 2})))
     assert loaded.config.num_senses == 0
 
 
@@ -605,7 +612,7 @@ def test_download_catches_a_wrong_size(tmp_path, serve):
 
 def test_download_of_a_lightning_checkpoint_by_name_and_http_errors(tmp_path, serve):
     model = tiny(seed=9, n_embd=128, n_head=2, n_layer=2)
-    path = write_lightning(tmp_path / "x.ckpt", model)
+    path = write_lightning(tmp_path / "x.ckpt", model, {"n_head": 2})
     server = serve({"/nlp/data/backpacks-acl2023/main/backpack-mini-flash-fp16.ckpt": path.read_bytes()})
     loaded = Backpack.from_pretrained("backpack-mini")
     assert (tmp_path / "cache" / "backpack-mini-flash-fp16.ckpt").is_file()
