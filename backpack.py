@@ -210,7 +210,7 @@ class Backpack(nn.Module):
                 senses = senses.index_put((torch.tensor([row for row, _ in rows], device=idx.device),),
                                           torch.stack([s for _, s in rows]).to(senses))
         if where is not None:
-            senses = senses[where]
+            senses = senses.index_select(0, where.flatten())  # backward: a deterministic index_add on CPU
         return senses.view(B, T, k, d).transpose(1, 2)
 
     def contextualize(self, idx, cache=None):

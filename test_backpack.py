@@ -108,6 +108,20 @@ def test_deduplicated_senses_match_the_plain_path_in_loss_and_gradients(device):
     # and forward() takes the deduplicated path
     torch.testing.assert_close(model(idx, targets)[1], loss_plain, rtol=0, atol=1e-6)
 
+
+def test_deduplicated_senses_give_the_same_gradients_every_run():
+    # a resumed run must replay the uninterrupted one exactly: the gather's backward may not use
+    # order-dependent parallel accumulation (it did with senses[where] on 2 CPU threads)
+    torch.manual_seed(0)
+    model = Backpack(BackpackConfig(block_size=128, vocab_size=4096, n_layer=1, n_head=4, n_embd=128, num_senses=16))
+    idx = torch.randint(0, 2000, (8, 128))
+    grads = []
+    for _ in range(3):
+        model.zero_grad()
+        model(idx, idx)[1].backward()
+        grads.append(model.sense_network.final_mlp.c_proj.weight.grad.clone())
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
+
 # 4. the decomposition: each logit is a sum of (context word, sense) contributions
 
 
