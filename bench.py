@@ -44,6 +44,8 @@ parser.add_argument("--dedup", type=int, default=1, help="0 runs the sense netwo
 args = parser.parse_args()
 
 device_type = "cuda" if args.device.startswith("cuda") else "cpu"
+if device_type == "cuda" and not torch.cuda.is_available():
+    raise SystemExit(f"bench.py: --device={args.device} but CUDA is not available; use --device=cpu")
 torch.manual_seed(1337)
 torch.backends.cuda.matmul.allow_tf32 = True
 torch.backends.cudnn.allow_tf32 = True
@@ -114,12 +116,12 @@ def bench_training(num_senses, data):
     dt = (time.perf_counter() - t0) / args.steps
     tokens_per_s = args.batch_size * args.block_size / dt
     mfu = model.estimate_mfu(args.batch_size, dt)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device_type == "cuda" else float("nan")
+    peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if device_type == "cuda" else "n/a on CPU"
     name = "Backpack" if num_senses else "Transformer"
     distinct = sum(x.unique().numel() / x.numel() for x, _ in data) / len(data)
     print(f"{name:12s} {model.get_num_params() / 1e6:7.1f}M params | {dt * 1000:8.1f} ms/step | "
           f"{tokens_per_s:10,.0f} tokens/s | MFU {'n/a' if mfu is None else f'{mfu * 100:.1f}%'} | "
-          f"peak memory {peak:.2f} GiB | loss {loss.item():.3f}"
+          f"peak memory {peak} | loss {loss.item():.3f}"
           + (f" | distinct ids {distinct:.0%} of tokens, dedup={args.dedup}" if num_senses else ""))
     return tokens_per_s
 

@@ -74,7 +74,8 @@ def write_meta(f, **meta):
 def pick_val_docs(num_docs, val_fraction):
     """Indices of the validation documents: a fixed-seed random val_fraction of them, at least one."""
     if num_docs < 2:
-        fail(f"need at least 2 documents to split train/val by document, got {num_docs}")
+        fail(f"need at least 2 documents to split train/val by document, got {num_docs}: with --input, each "
+             "file is one document; split a single text into several files (e.g. `split -n l/20 input.txt part_`)")
     num_val = min(num_docs - 1, max(1, round(num_docs * val_fraction)))
     return set(np.random.default_rng(SEED).choice(num_docs, num_val, replace=False).tolist())
 

@@ -134,7 +134,7 @@ def fetch(name):
         url = os.environ.get("BACKPACK_STANFORD_URL") or STANFORD_URL
         return download(f"{url.rstrip('/')}/{m[1]}-flash-fp16.ckpt", os.path.join(cache, f"{m[1]}-flash-fp16.ckpt"))
     raise FileNotFoundError(f"from_pretrained: {name} is not a file or directory, nor stanfordnlp/backpack-gpt2 or "
-                            "backpack-{micro,mini,small}")
+                            "backpack-{micro,mini,small} or gpt2-{micro,mini,small}")
 
 
 def download(url, dest, attempts=5):

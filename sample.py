@@ -13,6 +13,7 @@ a warning: the model cannot see further back than that.
 
 import argparse
 import os
+import signal
 import sys
 from contextlib import nullcontext
 
@@ -65,7 +66,7 @@ def load_model(args):
     try:
         model = Backpack.from_pretrained(source)
     except (ValueError, OSError) as e:
-        fail(str(e))
+        fail(f"cannot load a model from {source}: {str(e).removeprefix('from_pretrained: ')}")
     return model.to(args.device).eval()
 
 
@@ -101,8 +102,8 @@ def encode_prompt(args, enc, block_size):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.num_samples < 1 or args.max_new_tokens < 0 or args.temperature < 0:
-        fail("--num_samples must be >= 1, --max_new_tokens >= 0 and --temperature >= 0")
+    if args.num_samples < 1 or args.max_new_tokens < 0 or args.temperature < 0 or args.top_k < 0:
+        fail("--num_samples must be >= 1, --max_new_tokens >= 0, --temperature >= 0 and --top_k >= 0")
     device_type = "cuda" if args.device.startswith("cuda") else args.device.split(":")[0]
     if device_type == "cuda" and not torch.cuda.is_available():
         fail(f"--device={args.device} but CUDA is not available; use --device=cpu")
@@ -127,4 +128,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `python sample.py ... | head` ends quietly
     main()

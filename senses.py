@@ -18,6 +18,7 @@ so E C(x)_l, the sense's "vocabulary scores", says what sense l of word x adds t
 
 import argparse
 import math
+import signal
 import sys
 
 import numpy as np
@@ -520,8 +521,9 @@ def main(argv=None):
     mode.add_argument("--similarity", metavar="FILE", help="word similarity: a word1<TAB>word2<TAB>score file")
     mode.add_argument("--bias", action="store_true", help="the paper's he/she bias ratio before/after removing "
                       "--sense of each profession")
-    p.add_argument("--init_from", default="out", help="a checkpoint directory or file, or stanfordnlp/backpack-gpt2 "
-                   "(default: out, where train.py writes)")
+    p.add_argument("--init_from", help="a checkpoint directory or file, or stanfordnlp/backpack-gpt2 "
+                   "(default: --out_dir)")
+    p.add_argument("--out_dir", default="out", help="a train.py run's folder (default: out, where train.py writes)")
     p.add_argument("--top", type=int, default=5, help="words per sense (--word), contributions shown (--context)")
     p.add_argument("--subword", type=int, default=0, help="--word: which subword of a word split into several")
     p.add_argument("--target", help="--context: the predicted token, verbatim (' she'); default: the model's top one")
@@ -530,8 +532,11 @@ def main(argv=None):
     p.add_argument("--factor", type=float, default=0.0, help="--bias: multiply that sense by this (default 0)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
+    args.init_from = args.init_from or args.out_dir
     if args.top < 1:
         fail("--top must be >= 1")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"--device={args.device} but CUDA is not available; use --device=cpu")
 
     from tokenizer import get_tokenizer
     enc = get_tokenizer()
@@ -565,6 +570,9 @@ def main(argv=None):
                 print(f"(no --target: explaining the model's most likely token, {enc.decode([target])!r})")
             else:
                 target = single_token(enc, args.target, "--target")
+                if not args.target.startswith(" ") and len(enc.encode(" " + args.target)) == 1:
+                    print(f"(note: --target {args.target!r} is taken verbatim; the word inside text is "
+                          f"{' ' + args.target!r}, a different token)")
             contrib, logit = contributions(model, idx, target, args.position)
             print(format_contributions(enc, idx, contrib, logit, target, args.position, args.top))
         elif args.similarity is not None:
@@ -591,4 +599,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `python senses.py ... | head` ends quietly
     main()

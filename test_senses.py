@@ -300,6 +300,10 @@ def test_cli_context(capsys, ckpt_dir):
     assert total == pytest.approx(logit, abs=2e-4)
     out = run(capsys, "--context", "The nurse said that", "--init_from", ckpt_dir)
     assert "no --target" in out
+    # a target without its leading space is a different token: said, not refused
+    out = run(capsys, "--context", "The nurse said that", "--target", "she", "--out_dir", ckpt_dir)
+    assert "note: --target 'she' is taken verbatim; the word inside text is ' she'" in out
+    assert "logit of 'she' after" in out
 
 
 def test_cli_similarity_and_bias(capsys, ckpt_dir, tmp_path, enc):
@@ -326,6 +330,8 @@ def test_cli_similarity_and_bias(capsys, ckpt_dir, tmp_path, enc):
     (["--context", "The nurse said that", "--position", "9"], "--position 9 is outside"),
     (["--context", ""], "--context is empty"),
     (["--similarity", "/nonexistent/sim.txt"], "cannot read /nonexistent/sim.txt"),
+    pytest.param(["--word", "science", "--device", "cuda"], "CUDA is not available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")),
 ])
 def test_cli_bad_inputs(ckpt_dir, argv, message):
     with pytest.raises(SystemExit) as e:

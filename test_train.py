@@ -134,8 +134,9 @@ def test_killed_and_resumed_run_matches_the_uninterrupted_one(data_dir, tmp_path
     killed_at = torch.load(interrupted / "ckpt.pt", weights_only=True)["iter_num"]
     assert 6 <= killed_at < 24
 
-    p = train(data_dir, interrupted, *args, "--init_from=resume")
-    assert f"resuming from {interrupted}" in p.stdout
+    # resuming needs only the folder: the run's own settings come from its checkpoint
+    p = run("train.py", f"--out_dir={interrupted}", "--init_from=resume")
+    assert f"resuming from {interrupted}" in p.stdout and "changed settings" not in p.stdout
     straight, resumed = losses(tmp_path / "straight"), losses(interrupted)
     assert sorted(resumed) == list(range(1, 25))
     assert resumed == straight  # exactly: every step's loss, before and after the kill
@@ -265,3 +266,10 @@ def test_sample_empty_and_too_long_prompts(tiny_run, tmp_path):
 def test_sample_without_a_checkpoint(tmp_path):
     one_line_error(run("sample.py", f"--out_dir={tmp_path}", check=False),
                    f"sample.py: no checkpoint at {tmp_path}", "python train.py")
+
+
+def test_sample_and_train_bad_options(tiny_run, data_dir, tmp_path):
+    out, _ = tiny_run
+    one_line_error(run("sample.py", f"--out_dir={out}", "--top_k=-5", check=False), "--top_k >= 0")
+    if not torch.cuda.is_available():
+        one_line_error(train(data_dir, tmp_path, "--device=cuda", check=False), "--device=cuda", "--device=cpu")

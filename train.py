@@ -1,7 +1,7 @@
 """
 Train a Backpack language model (or its matched Transformer, num_senses=0), in nanoGPT's style.
 
-    python train.py                                    # quickstart: a small Backpack on Brown, ~7 min on 2 CPU cores
+    python train.py                                    # quickstart: a small Backpack on Brown, ~7.5 min on 2 CPU cores
     python train.py config/train_brown.py --device=cuda --compile=True
     torchrun --standalone --nproc_per_node=4 train.py config/train_backpack_small.py   # the paper's recipe
     python train.py --init_from=resume                 # continue the run in out_dir (exactly where it stopped)
@@ -74,7 +74,15 @@ dtype = "auto"  # 'auto': bfloat16 on CUDA where supported, else float16 (with l
 compile = False  # torch.compile the model
 seed = 1337
 # -----------------------------------------------------------------------------------------------------
-configure(globals(), sys.argv[1:], "train.py", __doc__)
+_given = configure(globals(), sys.argv[1:], "train.py", __doc__)  # the settings this command sets
+if init_from == "resume" and os.path.isfile(os.path.join(out_dir, "ckpt.pt")):
+    # a resumed run continues as it was configured: the settings saved with it, except those given now
+    try:
+        _saved = torch.load(os.path.join(out_dir, "ckpt.pt"), map_location="cpu", weights_only=True, mmap=True)["config"]
+    except Exception:  # unreadable: the resume below says so
+        _saved = {}
+    globals().update({k: v for k, v in _saved.items() if k in globals() and k not in _given
+                      and k not in ("init_from", "out_dir", "device", "dtype")})
 config = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
 ARCH_KEYS = ("block_size", "n_layer", "n_head", "n_embd", "num_senses", "sense_intermediate_scale", "bias")
 
@@ -82,6 +90,8 @@ if decay_lr not in ("linear", "cosine", "constant"):
     fail("train.py", f"--decay_lr must be 'linear', 'cosine' or 'constant', got {decay_lr!r}")
 if dtype not in ("auto", "float32", "bfloat16", "float16"):
     fail("train.py", f"--dtype must be 'auto', 'float32', 'bfloat16' or 'float16', got {dtype!r}")
+if device.startswith("cuda") and not torch.cuda.is_available():
+    fail("train.py", f"--device={device} but this PyTorch has no CUDA device; use --device=cpu")
 for name in ("batch_size", "block_size", "tokens_per_step", "eval_interval", "eval_iters", "log_interval"):
     if config[name] < 1:
         fail("train.py", f"--{name} must be >= 1, got {config[name]}")
@@ -237,6 +247,8 @@ model.to(device)
 log(f"model: {model.get_num_params():,} parameters, "
     + ", ".join(f"{k}={getattr(model_config, k)}" for k in ARCH_KEYS + ("dropout",)))
 
+if warmup_iters >= max_iters and not eval_only:
+    log(f"note: warmup_iters={warmup_iters} >= max_iters={max_iters}: the learning rate never reaches {learning_rate}")
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))
 if ckpt is not None:
