@@ -199,7 +199,9 @@ class Backpack(nn.Module):
 
         Persistent edits in self.sense_edits replace the senses of their words wherever they occur.
         """
-        self._check_idx(idx, max_len=None, need_senses=True)
+        if not self.config.num_senses:
+            raise ValueError("Backpack: this model has no senses (num_senses=0: the matched Transformer)")
+        self._check_idx(idx, max_len=None)
         B, T = idx.size()
         k, d = self.config.num_senses, self.config.n_embd
         ids, where = torch.unique(idx, return_inverse=True) if dedup else (idx.flatten(), None)
@@ -272,7 +274,7 @@ class Backpack(nn.Module):
                                    ignore_index=-1)
         return logits, loss
 
-    def _check_idx(self, idx, max_len, need_senses=False):
+    def _check_idx(self, idx, max_len):
         # clear errors for bad input instead of an index error (or a CUDA assert) deep inside torch
         if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.long, torch.int):
             got = idx.dtype if isinstance(idx, torch.Tensor) else type(idx).__name__
@@ -282,8 +284,6 @@ class Backpack(nn.Module):
         if max_len is not None and idx.size(1) > max_len:
             raise ValueError(f"Backpack: sequence of length {idx.size(1)} is longer than block_size={max_len}; "
                              "crop it to the last block_size tokens")
-        if need_senses and not self.config.num_senses:
-            raise ValueError("Backpack: this model has no senses (num_senses=0: the matched Transformer)")
         if not torch.compiler.is_compiling():
             low, high = torch.stack(torch.aminmax(idx)).tolist()  # one device sync
             if low < 0 or high >= self.config.vocab_size:
@@ -308,8 +308,10 @@ class Backpack(nn.Module):
         if not 0 <= token_id < self.config.vocab_size:
             raise ValueError(f"edit_senses: token id {token_id} is outside [0, {self.config.vocab_size})")
         training = self.training  # the senses without dropout, whatever mode the model is in
-        current = self.eval().senses(torch.tensor([[token_id]], device=self.wte.weight.device))[0, :, 0]
-        self.train(training)
+        try:
+            current = self.eval().senses(torch.tensor([[token_id]], device=self.wte.weight.device))[0, :, 0]
+        finally:
+            self.train(training)
         new = edit(current.clone())
         if new.shape != current.shape:
             raise ValueError(f"edit_senses: the edit returned shape {tuple(new.shape)}, expected {tuple(current.shape)}")

@@ -17,7 +17,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import backpack
 from backpack import Backpack, BackpackConfig
 
 
