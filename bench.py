@@ -41,6 +41,8 @@ parser.add_argument("--generate", action="store_true", help="time generation, ca
 parser.add_argument("--gen_tokens", type=int, default=512)
 parser.add_argument("--train", type=int, default=1, help="0 skips the training benchmark")
 parser.add_argument("--dedup", type=int, default=1, help="0 runs the sense network on every token, not once per id")
+parser.add_argument("--capture_unique", type=int, default=0,
+                    help="1 compiles torch.unique into the graph (one graph) instead of breaking the graph there")
 args = parser.parse_args()
 
 device_type = "cuda" if args.device.startswith("cuda") else "cpu"
@@ -49,6 +51,9 @@ if device_type == "cuda" and not torch.cuda.is_available():
 torch.manual_seed(1337)
 torch.backends.cuda.matmul.allow_tf32 = True
 torch.backends.cudnn.allow_tf32 = True
+# torch.unique (sense de-duplication) has a data-dependent output size: by default torch.compile breaks
+# the graph there (and recompiles once, after which that size is dynamic); this traces it into one graph
+torch._dynamo.config.capture_dynamic_output_shape_ops = bool(args.capture_unique)
 ptdtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[args.dtype]
 autocast = nullcontext() if args.dtype == "float32" else torch.autocast(device_type, dtype=ptdtype)
 
@@ -157,6 +162,7 @@ def bench_generation(tokens):
 
 print(f"device {torch.cuda.get_device_name() if device_type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
       f"preset {args.preset}, batch {args.batch_size} x {args.block_size}, {args.dtype}, compile={args.compile}, "
+      f"capture_unique={args.capture_unique}, "
       f"data/{args.dataset}/train.bin")
 tokens = load_tokens()
 if args.train:

@@ -1,4 +1,4 @@
-"""Tests of train.py, configurator.py and sample.py, run as a user runs them: as scripts, on CPU, on a tiny
+"""Tests of train.py, configurator.py, sample.py and bench.py, run as a user runs them: as scripts, on CPU, on a tiny
 model and a tiny fake dataset written under pytest's tmp_path (never the repo's data/ or out/)."""
 
 import glob
@@ -17,10 +17,10 @@ TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--num_senses=4", "--block_s
         "--tokens_per_step=128", "--eval_iters=2", "--log_interval=1", "--warmup_iters=2", "--learning_rate=1e-2"]
 
 
-def run(script, *args, check=True, launcher=None):
+def run(script, *args, check=True, launcher=None, cwd=REPO):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable] + (launcher or []) + [os.path.join(REPO, script), *map(str, args)]
-    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     if check and p.returncode != 0:
         raise AssertionError(f"{script} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
@@ -273,3 +273,17 @@ def test_sample_and_train_bad_options(tiny_run, data_dir, tmp_path):
     one_line_error(run("sample.py", f"--out_dir={out}", "--top_k=-5", check=False), "--top_k >= 0")
     if not torch.cuda.is_available():
         one_line_error(train(data_dir, tmp_path, "--device=cuda", check=False), "--device=cuda", "--device=cpu")
+
+
+def test_bench_runs_and_cached_generation_matches_uncached(tmp_path):
+    # bench.py reads data/<dataset>/train.bin under the working directory
+    os.makedirs(tmp_path / "data" / "fake")
+    np.random.default_rng(0).integers(0, 50257, 5000, dtype=np.uint16).tofile(tmp_path / "data" / "fake" / "train.bin")
+    p = run("bench.py", "--preset=micro", "--device=cpu", "--compile=0", "--dtype=float32", "--dataset=fake",
+            "--batch_size=1", "--block_size=32", "--steps=1", "--warmup=1", "--compare", "--generate",
+            "--gen_tokens=8", cwd=tmp_path)
+    assert "Backpack" in p.stdout and "Transformer" in p.stdout and "tokens/s" in p.stdout
+    assert "Backpack / Transformer training throughput:" in p.stdout
+    assert "greedy outputs identical" in p.stdout, p.stdout
+    one_line_error(run("bench.py", "--dataset=nothing", "--device=cpu", cwd=tmp_path, check=False),
+                   "data/nothing/train.bin not found", "python prepare.py nothing")
