@@ -361,7 +361,8 @@ class Backpack(nn.Module):
         if not self.config.num_senses:
             logits = F.linear(self.contextualize(idx, cache), self.wte.weight)
         else:
-            senses = self.senses(idx)
+            # a step of one token per row has nothing worth de-duplicating: skip torch.unique's GPU sync
+            senses = self.senses(idx, dedup=idx.size(1) > 1)
             if "senses" in cache:
                 senses = torch.cat([cache["senses"], senses], dim=2)
             cache["senses"] = senses

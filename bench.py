@@ -137,18 +137,24 @@ def bench_generation(tokens):
     prompt = torch.from_numpy(tokens[:1].astype(np.int64)).view(1, 1).to(args.device)
     n = args.gen_tokens
 
-    def uncached():  # re-run the whole prefix for every token, projecting only the last position
+    def last_logits(window):  # an uncached pass over the whole window, projecting only the last position
+        return weighted_sum(model.sense_weights(window), model.senses(window))[:, -1] @ model.wte.weight.T
+
+    if args.compile:  # both paths compiled; dynamic=True: the cache and the prefix grow by a position per token
+        model.forward_cached = torch.compile(model.forward_cached, dynamic=True)  # what generate() calls
+        last_logits = torch.compile(last_logits, dynamic=True)
+
+    def uncached():  # re-run the whole prefix for every token
         idx = prompt
         for _ in range(n):
-            window = idx[:, -model.config.block_size:]
-            last = weighted_sum(model.sense_weights(window), model.senses(window))[:, -1]
-            idx = torch.cat([idx, (last @ model.wte.weight.T)[:, :GPT2_VOCAB].argmax(-1, keepdim=True)], dim=1)
+            logits = last_logits(idx[:, -model.config.block_size:])
+            idx = torch.cat([idx, logits[:, :GPT2_VOCAB].argmax(-1, keepdim=True)], dim=1)
         return idx
 
     results = {}
     for name, fn in (("cached", lambda: model.generate(prompt, n, temperature=0)), ("uncached", uncached)):
         with autocast:
-            fn()  # warm up
+            fn()  # warm up (and compile, for every length)
             sync()
             t0 = time.perf_counter()
             out = fn()
