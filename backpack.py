@@ -101,7 +101,8 @@ class SelfAttention(nn.Module):
         if cache is not None:  # generation: prepend the keys and values of earlier positions
             if "k" in cache:
                 k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
-                mask, is_causal = causal_mask(T, k.size(2), x.device), False
+                # one new query per row sees every key: no mask (SDPA can then pick FlashAttention)
+                mask, is_causal = causal_mask(T, k.size(2), x.device) if T > 1 else None, False
             cache["k"], cache["v"] = k, v
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
                                            dropout_p=self.dropout if self.training else 0.0)
@@ -244,7 +245,8 @@ class Backpack(nn.Module):
                 key = torch.cat([cache["sense_keys"], key], dim=2)
             cache["sense_keys"] = key
         scores = (q @ key.transpose(-2, -1)) / math.sqrt(d // k)  # (B, k, T, T_key)
-        scores = scores.masked_fill(~causal_mask(T, key.size(2), idx.device), float("-inf"))
+        if T > 1:  # one query per row (a cached step) sees every key: no mask
+            scores = scores.masked_fill(~causal_mask(T, key.size(2), idx.device), float("-inf"))
         return F.softmax(scores.float(), dim=-1).to(scores.dtype)
 
     def forward(self, idx, targets=None, senses=None, sense_weights=None):
