@@ -1,88 +1,74 @@
 """
-Benchmark a Backpack: training throughput (forward + backward + AdamW step on real token batches),
-MFU and peak memory, optionally against its matched Transformer in the same run; and generation
-speed with and without the cache.
+Benchmark a Backpack: training throughput (forward, backward, clipping and an AdamW step on batches of real text),
+MFU and peak memory, optionally against its matched Transformer in the same run; and generation speed with and
+without the cache.
 
-    python bench.py                                    # Backpack-Small, batch 32 x 512, bf16, compiled
-    python bench.py --compare                          # ... and its matched Transformer, with the ratio
-    python bench.py --generate                         # cached vs uncached generation of 512 tokens
-    python bench.py --preset=micro --device=cpu --compile=0 --batch_size=2 --steps=3 --generate
+    python bench.py --compare --generate      # a GPU: Backpack-Small and its Transformer, batch 32 x 512, bf16
+    python bench.py --preset=micro --device=cpu --compile=False --dtype=float32 --batch_size=4 --steps=3 --compare
+    python bench.py --preset=small --device=cpu --train=False --generate --dtype=float32 --compile=False
 
-Batches come from data/<dataset>/train.bin if it exists, else from the shipped Brown corpus.
+Batches come from data/<dataset>/train.bin (the Brown corpus is prepared if missing). --dedup=False runs the
+sense network on every token instead of once per distinct id; --capture_unique=True compiles torch.unique into
+the graph (one graph) instead of breaking the graph there.
 """
 
-import argparse
 import functools
 import os
+import sys
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 
-from backpack import GPT2_VOCAB, Backpack, BackpackConfig, weighted_sum
+from backpack import GPT2_VOCAB, Backpack, BackpackConfig
+from common import configure, device_and_autocast, one_line_errors
 
-PRESETS = {  # the paper's sizes (n_embd, n_layer, n_head); num_senses 16
-    "micro": (384, 6, 6), "mini": (640, 8, 8), "small": (768, 12, 12),
-}
-
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--preset", default="small", choices=PRESETS)
-parser.add_argument("--batch_size", type=int, default=32)
-parser.add_argument("--block_size", type=int, default=512)
-parser.add_argument("--steps", type=int, default=20, help="timed training steps")
-parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
-parser.add_argument("--compile", type=int, default=1)
-parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-parser.add_argument("--dataset", default="brown", help="uses data/<dataset>/train.bin")
-parser.add_argument("--compare", action="store_true", help="also time the matched Transformer (num_senses=0)")
-parser.add_argument("--generate", action="store_true", help="time generation, cached vs uncached")
-parser.add_argument("--gen_tokens", type=int, default=512)
-parser.add_argument("--train", type=int, default=1, help="0 skips the training benchmark")
-parser.add_argument("--dedup", type=int, default=1, help="0 runs the sense network on every token, not once per id")
-parser.add_argument("--capture_unique", type=int, default=0,
-                    help="1 compiles torch.unique into the graph (one graph) instead of breaking the graph there")
-args = parser.parse_args()
-
-device_type = "cuda" if args.device.startswith("cuda") else "cpu"
-if device_type == "cuda" and not torch.cuda.is_available():
-    raise SystemExit(f"bench.py: --device={args.device} but CUDA is not available; use --device=cpu")
+preset = "small"  # the paper's sizes: micro, mini or small (= backpack-gpt2)
+batch_size = 32
+block_size = 512
+steps = 20  # timed training steps
+warmup = 5  # untimed steps first (compilation happens here)
+compile = True
+dtype = "bfloat16"
+device = "cuda" if torch.cuda.is_available() else "cpu"
+dataset = "brown"  # data/<dataset>/train.bin
+compare = False  # also time the matched Transformer (num_senses=0)
+generate = False  # time generation of gen_tokens tokens at batch 1, cached and uncached
+gen_tokens = 512
+train = True  # False skips the training benchmark
+dedup = True
+capture_unique = False
+one_line_errors()
+given = configure(globals(), sys.argv[1:], __doc__)
+PRESETS = {"micro": (384, 6, 6), "mini": (640, 8, 8), "small": (768, 12, 12)}  # n_embd, n_layer, n_head; k = 16
+if preset not in PRESETS:
+    raise ValueError(f"--preset must be micro, mini or small, not {preset!r}")
+device_type, dtype, autocast = device_and_autocast(device, dtype)
+if device_type == "cpu" and "device" not in given and (preset != "micro" or batch_size * block_size > 4096):
+    raise ValueError(f"there is no GPU here, and --preset={preset} at batch {batch_size} x {block_size} is a GPU "
+                     "benchmark (tens of minutes on a CPU); try the CPU command in `python bench.py --help`, "
+                     "or give --device=cpu to run this one anyway")
 torch.manual_seed(1337)
 torch.backends.cuda.matmul.allow_tf32 = True
 torch.backends.cudnn.allow_tf32 = True
-# torch.unique (sense de-duplication) has a data-dependent output size: by default torch.compile breaks
-# the graph there (and recompiles once, after which that size is dynamic); this traces it into one graph
-torch._dynamo.config.capture_dynamic_output_shape_ops = bool(args.capture_unique)
-ptdtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[args.dtype]
-autocast = nullcontext() if args.dtype == "float32" else torch.autocast(device_type, dtype=ptdtype)
+# torch.unique (sense de-duplication) has a data-dependent output size: by default torch.compile breaks the
+# graph there (and recompiles once, after which that size is dynamic); this traces it into one graph instead
+torch._dynamo.config.capture_dynamic_output_shape_ops = capture_unique
+path = os.path.join("data", dataset, "train.bin")
+if not os.path.exists(path) and dataset == "brown":
+    from prepare import prepare_brown
+    prepare_brown()
+if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found; run `python prepare.py --dataset={dataset}` first")
+tokens = np.memmap(path, dtype=np.uint16, mode="r")
+print(f"device {torch.cuda.get_device_name() if device_type == 'cuda' else 'cpu'}, torch {torch.__version__}, preset "
+      f"{preset}, batch {batch_size} x {block_size}, {dtype}, compile={compile}, capture_unique={capture_unique}, "
+      f"{path}", flush=True)
 
 
-def load_tokens():
-    path = os.path.join("data", args.dataset, "train.bin")
-    if not os.path.exists(path):
-        if args.dataset != "brown":
-            raise SystemExit(f"bench.py: {path} not found; run `python prepare.py {args.dataset}` first")
-        from prepare import prepare_brown
-        prepare_brown()
-    return np.memmap(path, dtype=np.uint16, mode="r")
-
-
-def batches(tokens, n):
-    """n fixed batches of real text (inputs and next-token targets), on the device."""
-    g = torch.Generator().manual_seed(0)
-    T = args.block_size
-    out = []
-    for _ in range(n):
-        ix = torch.randint(len(tokens) - T - 1, (args.batch_size,), generator=g).tolist()
-        xy = torch.stack([torch.from_numpy(tokens[i:i + T + 1].astype(np.int64)) for i in ix])
-        out.append((xy[:, :-1].to(args.device), xy[:, 1:].to(args.device)))
-    return out
-
-
-def make_config(num_senses):
-    d, L, H = PRESETS[args.preset]
-    return BackpackConfig(n_embd=d, n_layer=L, n_head=H, num_senses=num_senses, block_size=args.block_size)
+def make_model(num_senses):
+    d, L, H = PRESETS[preset]
+    return Backpack(BackpackConfig(n_embd=d, n_layer=L, n_head=H, num_senses=num_senses, block_size=block_size))
 
 
 def sync():
@@ -91,12 +77,13 @@ def sync():
 
 
 def bench_training(num_senses, data):
-    model = Backpack(make_config(num_senses)).to(args.device).train()
-    if not args.dedup:  # the plain path, for comparison: Backpack.senses(idx, dedup=False)
+    name = "Backpack" if num_senses else "Transformer"
+    model = make_model(num_senses).to(device).train()
+    if not dedup:  # the plain path, for comparison
         model.senses = functools.partial(Backpack.senses, model, dedup=False)
     optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.999), device_type)
-    step_model = torch.compile(model) if args.compile else model
-    scaler = torch.amp.GradScaler(enabled=(args.dtype == "float16"))
+    step_model = torch.compile(model) if compile else model
+    scaler = torch.amp.GradScaler(enabled=(dtype == "float16"))
     if device_type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
@@ -111,71 +98,72 @@ def bench_training(num_senses, data):
         optimizer.zero_grad(set_to_none=True)
         return loss
 
-    for i in range(args.warmup):
+    for i in range(warmup):
+        print(f"{name}: warmup step {i + 1} of {warmup}" + (" (compiling: a minute or more)" if compile and not i else ""),
+              flush=True)
         step(*data[i % len(data)])
     sync()
+    print(f"{name}: timing {steps} steps", flush=True)
     t0 = time.perf_counter()
-    for i in range(args.steps):
+    for i in range(steps):
         loss = step(*data[i % len(data)])
     sync()
-    dt = (time.perf_counter() - t0) / args.steps
-    tokens_per_s = args.batch_size * args.block_size / dt
-    mfu = model.estimate_mfu(args.batch_size, dt)
+    dt = (time.perf_counter() - t0) / steps
+    mfu = model.estimate_mfu(batch_size, dt)
     peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if device_type == "cuda" else "n/a on CPU"
-    name = "Backpack" if num_senses else "Transformer"
     distinct = sum(x.unique().numel() / x.numel() for x, _ in data) / len(data)
-    print(f"{name:12s} {model.get_num_params() / 1e6:7.1f}M params | {dt * 1000:8.1f} ms/step | "
-          f"{tokens_per_s:10,.0f} tokens/s | MFU {'n/a' if mfu is None else f'{mfu * 100:.1f}%'} | "
+    print(f"{name:12s} {sum(p.numel() for p in model.parameters()) / 1e6:7.1f}M params | {dt * 1000:8.1f} ms/step | "
+          f"{batch_size * block_size / dt:10,.0f} tokens/s | MFU {'n/a' if mfu is None else f'{mfu * 100:.1f}%'} | "
           f"peak memory {peak} | loss {loss.item():.3f}"
-          + (f" | distinct ids {distinct:.0%} of tokens, dedup={args.dedup}" if num_senses else ""))
-    return tokens_per_s
+          + (f" | distinct ids {distinct:.0%} of tokens, dedup={dedup}" if num_senses else ""), flush=True)
+    return batch_size * block_size / dt
 
 
 @torch.no_grad()
-def bench_generation(tokens):
-    model = Backpack(make_config(16)).to(args.device).eval()
-    prompt = torch.from_numpy(tokens[:1].astype(np.int64)).view(1, 1).to(args.device)
-    n = args.gen_tokens
+def bench_generation():
+    model = make_model(16).to(device).eval()
+    prompt = torch.from_numpy(tokens[:1].astype(np.int64)).view(1, 1).to(device)
 
     def last_logits(window):  # an uncached pass over the whole window, projecting only the last position
-        return weighted_sum(model.sense_weights(window), model.senses(window))[:, -1] @ model.wte.weight.T
+        hidden = model.weighted_sum(model.sense_weights(window), model.senses(window))
+        return hidden[:, -1] @ model.wte.weight.T
 
-    if args.compile:  # both paths compiled; dynamic=True: the cache and the prefix grow by a position per token
+    if compile:  # both paths compiled; dynamic=True: the cache and the prefix grow by a position per token
         model.forward_cached = torch.compile(model.forward_cached, dynamic=True)  # what generate() calls
         last_logits = torch.compile(last_logits, dynamic=True)
 
-    def uncached():  # re-run the whole prefix for every token
+    def uncached():  # run the whole prefix again for every token
         idx = prompt
-        for _ in range(n):
+        for _ in range(gen_tokens):
             logits = last_logits(idx[:, -model.config.block_size:])
             idx = torch.cat([idx, logits[:, :GPT2_VOCAB].argmax(-1, keepdim=True)], dim=1)
         return idx
 
     results = {}
-    for name, fn in (("cached", lambda: model.generate(prompt, n, temperature=0)), ("uncached", uncached)):
+    for name, fn in (("cached", lambda: model.generate(prompt, gen_tokens, temperature=0)), ("uncached", uncached)):
         with autocast:
-            fn()  # warm up (and compile, for every length)
+            print(f"generation {name}: a first, untimed run" + (" (compiling)" if compile else ""), flush=True)
+            fn()
             sync()
             t0 = time.perf_counter()
             out = fn()
             sync()
-        results[name] = (n / (time.perf_counter() - t0), out)
-        print(f"generation {name:9s} {results[name][0]:10,.1f} tokens/s ({n} new tokens, batch 1)")
+        results[name] = (gen_tokens / (time.perf_counter() - t0), out)
+        print(f"generation {name:9s} {results[name][0]:10,.1f} tokens/s ({gen_tokens} new tokens, batch 1)", flush=True)
     same = torch.equal(results["cached"][1], results["uncached"][1])
     print(f"generation speedup from the cache: {results['cached'][0] / results['uncached'][0]:.1f}x "
           f"(greedy outputs {'identical' if same else 'DIFFER (expected only in reduced precision)'})")
 
 
-print(f"device {torch.cuda.get_device_name() if device_type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
-      f"preset {args.preset}, batch {args.batch_size} x {args.block_size}, {args.dtype}, compile={args.compile}, "
-      f"capture_unique={args.capture_unique}, "
-      f"data/{args.dataset}/train.bin")
-tokens = load_tokens()
-if args.train:
-    data = batches(tokens, 8)
-    backpack_tps = bench_training(16, data)
-    if args.compare:
-        transformer_tps = bench_training(0, data)
-        print(f"Backpack / Transformer training throughput: {backpack_tps / transformer_tps:.3f}x")
-if args.generate:
-    bench_generation(tokens)
+if train:
+    g = torch.Generator().manual_seed(0)
+    data = []  # 8 fixed batches of real text: inputs and next-token targets
+    for _ in range(8):
+        ix = torch.randint(len(tokens) - block_size - 1, (batch_size,), generator=g).tolist()
+        xy = torch.stack([torch.from_numpy(tokens[i:i + block_size + 1].astype(np.int64)) for i in ix])
+        data.append((xy[:, :-1].to(device), xy[:, 1:].to(device)))
+    backpack_speed = bench_training(16, data)
+    if compare:
+        print(f"Backpack / Transformer training throughput: {backpack_speed / bench_training(0, data):.3f}x")
+if generate:
+    bench_generation()

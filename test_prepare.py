@@ -17,6 +17,7 @@ import threading
 import numpy as np
 import pytest
 
+import common
 import prepare
 import tokenizer
 from tokenizer import EOT, get_tokenizer
@@ -58,9 +59,9 @@ def test_tokenizer_sha_check(tmp_path):
     data = bytearray(open(tokenizer.RANKS_PATH, "rb").read())
     data[100] ^= 1
     bad.write_bytes(bytes(data))
-    with pytest.raises(SystemExit, match="corrupt"):
+    with pytest.raises(ValueError, match="corrupt"):
         tokenizer.load_ranks(str(bad))
-    with pytest.raises(SystemExit, match="cannot read"):
+    with pytest.raises(OSError, match="cannot read"):
         tokenizer.load_ranks(str(tmp_path / "missing.tiktoken"))
 
 
@@ -104,21 +105,21 @@ def test_input_roundtrip(text_folder, num_proc):
 def test_input_bad_inputs(text_folder):
     root, _ = text_folder
     data = str(root / "data")
-    with pytest.raises(SystemExit, match="no such file"):
+    with pytest.raises(FileNotFoundError, match="no such file"):
         prepare.prepare_input([str(root / "nothing" / "*.txt")], "x", data_dir=data)
     (root / "empty").mkdir()
-    with pytest.raises(SystemExit, match="no .txt or .txt.gz files matched"):
+    with pytest.raises(FileNotFoundError, match="no .txt or .txt.gz files matched"):
         prepare.prepare_input([str(root / "empty")], "x", data_dir=data)
-    with pytest.raises(SystemExit, match="at least 2 documents"):
+    with pytest.raises(ValueError, match="at least 2 documents"):
         prepare.prepare_input([str(root / "extra" / "d.txt")], "x", data_dir=data)
-    with pytest.raises(SystemExit, match="plain folder name"):
+    with pytest.raises(ValueError, match="plain folder name"):
         prepare.prepare_input([str(root / "extra")], "../escape", data_dir=data)
     (root / "extra" / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
-    with pytest.raises(SystemExit, match=r"latin1\.txt is not UTF-8.*convert it to UTF-8"):
+    with pytest.raises(ValueError, match=r"latin1\.txt is not UTF-8.*convert it to UTF-8"):
         prepare.prepare_input([str(root / "extra")], "x", data_dir=data, num_proc=2)
     (root / "extra" / "latin1.txt").unlink()
     (root / "extra" / "broken.txt.gz").write_bytes(b"this is not gzip")
-    with pytest.raises(SystemExit, match=r"cannot read .*broken\.txt\.gz"):
+    with pytest.raises(ValueError, match=r"cannot read .*broken\.txt\.gz"):
         prepare.prepare_input([str(root / "extra")], "x", data_dir=data, num_proc=1)
     assert leftovers(data) == []
 
@@ -129,10 +130,10 @@ def test_disk_full_leaves_nothing(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
 
     real_open = open
-    monkeypatch.setattr(prepare, "open", lambda p, mode="r", *a, **k: FullDisk(p, "w") if str(p).endswith(".tmp")
+    monkeypatch.setattr(common, "open", lambda p, mode="r", *a, **k: FullDisk(p, "w") if str(p).endswith(".tmp")
                         else real_open(p, mode, *a, **k), raising=False)
-    with pytest.raises(SystemExit, match="disk full"):
-        prepare.prepare_brown(data_dir=str(tmp_path))
+    with pytest.raises(OSError, match=f"disk full while writing {tmp_path}/brown/train.bin: free some space"):
+        prepare.main([f"--data_dir={tmp_path}"])
     assert leftovers(tmp_path) == []
 
 
@@ -228,8 +229,8 @@ def owt_server(monkeypatch):
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setattr(prepare, "RETRY_SLEEP", 0.0)
-    monkeypatch.setattr(prepare, "DOWNLOAD_CHUNK", 1024)  # the fake shards are ~10 KB
+    monkeypatch.setattr(common, "RETRY_SLEEP", 0.0)
+    monkeypatch.setattr(common, "DOWNLOAD_CHUNK", 1024)  # the fake shards are ~10 KB
     state["url"] = f"http://127.0.0.1:{server.server_address[1]}/owt"
     yield state
     server.shutdown()
@@ -267,7 +268,7 @@ def test_openwebtext_resumes_per_shard(tmp_path, owt_server):
     owt_server["files"]["/owt/subsets/urlsf_subset00.tar"], docs0 = make_owt_shard(0)
     data = str(tmp_path / "data")
     # shard 01 is missing on the server: the run fails clearly, after shard 00 was finished and recorded
-    with pytest.raises(SystemExit, match="HTTP 404"):
+    with pytest.raises(ValueError, match="HTTP 404"):
         prepare.prepare_openwebtext(data, shards=[0, 1], base_url=owt_server["url"], num_proc=1,
                                     keep_downloads=True)
     owt = os.path.join(data, "openwebtext")
@@ -288,27 +289,27 @@ def test_download_wrong_size_and_corrupt_shard(tmp_path, owt_server):
     owt_server["files"]["/owt/liar.tar"] = b"x" * 5000
     owt_server["lie_size"].add("/owt/liar.tar")
     dest = str(tmp_path / "liar.tar")
-    with pytest.raises(SystemExit, match=r"failed 5 times in a row \(connection cut \(.*100 more expected\)\)"):
-        prepare.download(owt_server["url"] + "/liar.tar", dest)
+    with pytest.raises(ConnectionError, match=r"failed 5 times in a row \(connection cut \(.*100 more expected\)\)"):
+        common.download(owt_server["url"] + "/liar.tar", dest)
     assert not os.path.exists(dest) and os.path.getsize(dest + ".part") < 5000
     # the file changes size between a cut and the resume: caught, not spliced together
     owt_server["files"]["/owt/moving.tar"] = b"y" * 5000
     owt_server["cut_once"].add("/owt/moving.tar")
     owt_server["after_cut"]["/owt/moving.tar"] = b"z" * 7000
-    with pytest.raises(SystemExit, match=r"changed size during the download \(5,000 -> 7,000 bytes\)"):
-        prepare.download(owt_server["url"] + "/moving.tar", str(tmp_path / "moving.tar"))
+    with pytest.raises(ValueError, match=r"changed size during the download \(5,000 -> 7,000 bytes\)"):
+        common.download(owt_server["url"] + "/moving.tar", str(tmp_path / "moving.tar"))
     assert not os.path.exists(tmp_path / "moving.tar")
     # a complete .part from an interrupted run is recognised (416); a stale longer one is started over
     owt_server["files"]["/owt/done.tar"], owt_server["files"]["/owt/stale.tar"] = b"d" * 3000, b"t" * 3000
     (tmp_path / "done.tar.part").write_bytes(b"d" * 3000)
     (tmp_path / "stale.tar.part").write_bytes(b"s" * 9000)
     for name, want in (("done.tar", b"d" * 3000), ("stale.tar", b"t" * 3000)):
-        prepare.download(owt_server["url"] + "/" + name, str(tmp_path / name))
+        common.download(owt_server["url"] + "/" + name, str(tmp_path / name))
         assert (tmp_path / name).read_bytes() == want and not os.path.exists(tmp_path / (name + ".part"))
     # a download that completes but is not a tar: a clear error, and it is deleted for a fresh try
     owt_server["files"]["/owt/subsets/urlsf_subset02.tar"] = b"not a tar file at all" * 100
     data = str(tmp_path / "data")
-    with pytest.raises(SystemExit, match="not a valid tar"):
+    with pytest.raises(ValueError, match="not a valid tar"):
         prepare.prepare_openwebtext(data, shards=[2], base_url=owt_server["url"], num_proc=1)
     assert leftovers(data) == [] and os.listdir(os.path.join(data, "openwebtext", "downloads")) == []
 
@@ -319,14 +320,16 @@ def test_cli(text_folder):
     root, docs = text_folder
     run = lambda *args: subprocess.run([sys.executable, os.path.join(REPO, "prepare.py"), *args],
                                        capture_output=True, text=True, cwd=root, timeout=120)
-    ok = run("--input", "corpus", "extra/*.txt", "--name", "cli", "--num_proc", "2")
+    ok = run("--files=corpus,extra/*.txt", "--dataset", "cli", "--num_proc", "2")
     assert ok.returncode == 0, ok.stderr
     assert "train tokens (4 docs)" in ok.stdout
     assert sorted(read_docs(root / "data/cli/train.bin") + read_docs(root / "data/cli/val.bin")) == sorted(docs.values())
-    for args, message in [(["wikipedia"], "unknown dataset 'wikipedia'"),
-                          (["--input", "nothing/*.txt", "--name", "x"], "no such file"),
-                          (["--input", "corpus"], "--input needs --name"),
-                          (["openwebtext", "--shards", "21"], "--shards must be between 0 and 20")]:
+    for args, message in [(["--dataset=wikipedia"], "unknown dataset 'wikipedia'"),
+                          (["--files=nothing/*.txt", "--dataset=x"], "no such file"),
+                          (["--files=corpus"], "--files needs --dataset=NAME"),  # not into data/brown
+                          (["--files=corpus", "--dataset=brown"], "--files needs --dataset=NAME"),
+                          (["--files", "corpus", "extra/d.txt"], "is neither a --key=value setting nor a config file"),
+                          (["--dataset=openwebtext", "--shards", "21"], "--shards must be between 0 and 20")]:
         bad = run(*args)
         assert bad.returncode == 1 and bad.stderr.startswith("prepare.py: ") and message in bad.stderr, bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr  # one line, no traceback

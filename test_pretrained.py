@@ -1,5 +1,5 @@
-"""Tests of loading and saving in backpack.py: the released Hugging Face layout, the authors' Lightning
-checkpoints, train.py's ckpt.pt, safe unpickling, and the downloader against a local HTTP server.
+"""Tests of loading and saving (backpack.py's from_pretrained, pretrained.py): the released Hugging Face layout,
+the authors' Lightning checkpoints, train.py's ckpt.pt, safe unpickling, and downloads from a local HTTP server.
 
 CPU, tiny configs, random weights written by the tests; no network beyond 127.0.0.1. transformers is a
 test-only dependency (requirements-dev.txt): it supplies the reference GPT-2 and Conv1D.
@@ -17,7 +17,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import common
 from backpack import Backpack, BackpackConfig
+from pretrained import load, save_pretrained
 
 
 def tiny(seed=0, **kw):
@@ -220,7 +222,7 @@ def test_released_layout_with_one_alias_in_safetensors_fp16(tmp_path, released):
              if k not in ("lm_head.weight", "backpack.word_embeddings.weight", "backpack.position_embeddings.weight")}
     (tmp_path / "config.json").write_text(json.dumps(released_config_json(config)))
     safetensors_torch.save_file(state, tmp_path / "model.safetensors")
-    model = Backpack.from_pretrained(tmp_path)
+    model = load(tmp_path)
     for theirs, (key, transposed) in released_to_ours(config.n_layer).items():
         if theirs in state:
             t = state[theirs].float()
@@ -229,8 +231,9 @@ def test_released_layout_with_one_alias_in_safetensors_fp16(tmp_path, released):
 
 def test_save_pretrained_then_from_pretrained_is_exact(tmp_path):
     model = tiny(seed=3)
-    model.save_pretrained(tmp_path / "saved")
-    loaded = Backpack.from_pretrained(tmp_path / "saved")
+    save_pretrained(model, tmp_path / "saved")
+    loaded = Backpack.from_pretrained(tmp_path / "saved")  # backpack.py alone reads it
+    assert_same_model(model, load(tmp_path / "saved"))
     assert_same_model(model, loaded)
     idx = torch.randint(0, 64, (2, 16))
     assert torch.equal(model(idx)[0], loaded(idx)[0])
@@ -254,8 +257,9 @@ def test_save_pretrained_then_from_pretrained_is_exact(tmp_path):
 
 def test_save_pretrained_refuses_what_the_layout_cannot_hold(tmp_path):
     with pytest.raises(ValueError) as e:
-        tiny(num_senses=0).save_pretrained(tmp_path)
+        save_pretrained(tiny(num_senses=0), tmp_path)
     one_line_error(e, "save_pretrained")
+    assert not os.listdir(tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -271,9 +275,9 @@ def test_train_py_checkpoint_directory_and_file(tmp_path):
     torch.save({"model": state, "model_args": dataclasses.asdict(model.config), "optimizer": optimizer.state_dict(),
                 "iter_num": 7, "best_val_loss": torch.tensor(3.2), "config": {"batch_size": 8}}, tmp_path / "ckpt.pt")
     for where in (tmp_path, tmp_path / "ckpt.pt", str(tmp_path)):
-        loaded = Backpack.from_pretrained(where)
-        assert_same_model(model, loaded)
-        assert not loaded.training and loaded.config.dropout == 0.1
+        for loaded in (Backpack.from_pretrained(where), load(where)):
+            assert_same_model(model, loaded)
+            assert not loaded.training and loaded.config.dropout == 0.1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,7 +358,7 @@ def test_lightning_checkpoint_loads_without_running_its_code(tmp_path, hyper_par
     model = tiny(seed=5, n_embd=n_embd, n_head=n_head, n_layer=2)
     path = write_lightning(tmp_path / "backpack-micro-flash-fp16.ckpt", model, hyper_parameters)
     TRIPPED.clear()
-    loaded = Backpack.from_pretrained(path)
+    loaded = load(path)
     assert TRIPPED == []
     assert loaded.config == model.config
     ours = model.state_dict()
@@ -372,14 +376,14 @@ def test_lightning_checkpoint_loads_without_running_its_code(tmp_path, hyper_par
 def test_lightning_checkpoint_without_its_number_of_heads_is_refused(tmp_path):
     path = write_lightning(tmp_path / "odd.ckpt", tiny(n_embd=128, n_head=2, n_layer=2))
     with pytest.raises(ValueError) as e:
-        Backpack.from_pretrained(path)
+        load(path)
     one_line_error(e, "odd.ckpt", "number of heads", "128")
 
 
 def test_lightning_checkpoint_of_the_matched_transformer(tmp_path):
     model = tiny(seed=6, n_embd=128, n_head=2, n_layer=2, num_senses=0)
-    loaded = Backpack.from_pretrained(write_lightning(tmp_path / "gpt2-micro.ckpt", model, {"n_head": 2}))
-    assert_same_model(loaded, Backpack.from_pretrained(write_lightning(tmp_path / "again.ckpt", loaded, {"n_head": 2})))
+    loaded = load(write_lightning(tmp_path / "gpt2-micro.ckpt", model, {"n_head": 2}))
+    assert_same_model(loaded, load(write_lightning(tmp_path / "again.ckpt", loaded, {"n_head": 2})))
     assert loaded.config.num_senses == 0
 
 
@@ -395,7 +399,7 @@ def test_a_checkpoint_that_names_os_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = write_lightning(tmp_path / "evil.ckpt", tiny(n_embd=128, n_head=2), callbacks={"x": Shell(marker)})
     with pytest.raises(ValueError) as e:
-        Backpack.from_pretrained(path)
+        load(path)
     one_line_error(e, "cannot read", str(path))
     assert not marker.exists()
 
@@ -409,83 +413,83 @@ def test_missing_unexpected_and_misshapen_keys_are_named(tmp_path, released):
     state = dict(reference.state_dict())
     del state["backpack.sense_network.block.ln_2.bias"]
     with pytest.raises(ValueError) as e:
-        Backpack.from_pretrained(write_released(tmp_path / "a", reference, state))
-    one_line_error(e, "missing key backpack.sense_network.block.ln_2.bias", "pytorch_model.bin")
+        load(write_released(tmp_path / "a", reference, state))
+    one_line_error(e, "Missing key(s)", "sense_network.ln_2.bias", "pytorch_model.bin")
 
     state = dict(reference.state_dict(), **{"backpack.gpt2_model.h.7.ln_1.weight": torch.ones(32)})
     with pytest.raises(ValueError) as e:
-        Backpack.from_pretrained(write_released(tmp_path / "b", reference, state))
-    one_line_error(e, "unexpected key backpack.gpt2_model.h.7.ln_1.weight")
+        load(write_released(tmp_path / "b", reference, state))
+    one_line_error(e, "Unexpected key(s)", "h.7.ln_1.weight")
 
     state = dict(reference.state_dict(), **{"backpack.extra.weight": torch.ones(2)})
     with pytest.raises(ValueError) as e:
-        Backpack.from_pretrained(write_released(tmp_path / "c", reference, state))
-    one_line_error(e, "unexpected key backpack.extra.weight")
+        load(write_released(tmp_path / "c", reference, state))
+    one_line_error(e, "Unexpected key(s)", "backpack.extra.weight")
 
     with pytest.raises(ValueError) as e:  # the config says 64 rows, the tensors have 16 positions
-        Backpack.from_pretrained(write_released(tmp_path / "d", reference, n_positions=64))
-    one_line_error(e, "backpack.gpt2_model.wpe.weight", "shape (16, 32)", "(64, 32)")
+        load(write_released(tmp_path / "d", reference, n_positions=64))
+    one_line_error(e, "size mismatch for wpe.weight", "[16, 32]", "[64, 32]")
 
     state = dict(reference.state_dict())
     state["lm_head.weight"] = state["lm_head.weight"] + 1  # tied aliases that disagree
     with pytest.raises(ValueError) as e:
-        Backpack.from_pretrained(write_released(tmp_path / "e", reference, state))
-    one_line_error(e, "tied")
+        load(write_released(tmp_path / "e", reference, state))
+    one_line_error(e, "lm_head.weight differs from the tensor it is tied to")
 
     ours = tiny()
     state = {k: v.clone() for k, v in ours.state_dict().items()}
     state["h.0.ln_1.weight"] = torch.ones(7)
     torch.save({"model": state, "model_args": dataclasses.asdict(ours.config)}, tmp_path / "ckpt.pt")
     with pytest.raises(ValueError) as e:
-        Backpack.from_pretrained(tmp_path / "ckpt.pt")
-    one_line_error(e, "h.0.ln_1.weight", "ckpt.pt", "(7,)")
+        load(tmp_path / "ckpt.pt")
+    one_line_error(e, "size mismatch for h.0.ln_1.weight", "ckpt.pt", "[7]")
 
 
 def test_wrong_configs_are_refused(tmp_path, released):
     reference, _ = released
     with pytest.raises(ValueError) as e:
-        Backpack.from_pretrained(write_released(tmp_path / "a", reference, scale_attn_by_inverse_layer_idx=False))
+        load(write_released(tmp_path / "a", reference, scale_attn_by_inverse_layer_idx=False))
     one_line_error(e, "scale_attn_by_inverse_layer_idx")
     with pytest.raises(ValueError) as e:
-        Backpack.from_pretrained(write_released(tmp_path / "b", reference, num_senses=None))
+        load(write_released(tmp_path / "b", reference, num_senses=None))
     one_line_error(e, "num_senses", "config.json")
     (tmp_path / "c").mkdir()
     torch.save(reference.state_dict(), tmp_path / "c" / "pytorch_model.bin")
-    with pytest.raises(FileNotFoundError) as e:
-        Backpack.from_pretrained(tmp_path / "c")
-    one_line_error(e, "config.json")
+    with pytest.raises(ValueError) as e:
+        load(tmp_path / "c")
+    one_line_error(e, "no config.json beside it")
 
 
 def test_wrong_layouts_and_damaged_files(tmp_path, released):
     reference, _ = released
     with pytest.raises(FileNotFoundError) as e:
-        Backpack.from_pretrained(tmp_path)
+        load(tmp_path)
     one_line_error(e, "has no ckpt.pt", "python train.py", "stanfordnlp/backpack-gpt2")
     with pytest.raises(FileNotFoundError) as e:
-        Backpack.from_pretrained(tmp_path / "out-nothing")
-    one_line_error(e, "out-nothing")
+        load(tmp_path / "out-nothing")
+    one_line_error(e, "out-nothing", "python train.py")
 
     torch.save(reference.backpack.gpt2_model.state_dict(), tmp_path / "gpt2.pt")  # plain GPT-2 names
     with pytest.raises(ValueError) as e:
-        Backpack.from_pretrained(tmp_path / "gpt2.pt")
-    one_line_error(e, "gpt2.pt", "not train.py's ckpt.pt")
+        load(tmp_path / "gpt2.pt")
+    one_line_error(e, "gpt2.pt", "neither train.py's ckpt.pt")
 
     repo = write_released(tmp_path / "repo", reference)
     weights = (repo / "pytorch_model.bin").read_bytes()
     (repo / "pytorch_model.bin").write_bytes(weights[: len(weights) // 2])
     with pytest.raises(ValueError) as e:
-        Backpack.from_pretrained(repo)
+        load(repo)
     one_line_error(e, "cannot read", "pytorch_model.bin", "truncated")
 
     (repo / "pytorch_model.bin").write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 9\n")
     with pytest.raises(ValueError) as e:
-        Backpack.from_pretrained(repo)
+        load(repo)
     one_line_error(e, "git lfs pull")
 
     path = write_lightning(tmp_path / "l.ckpt", tiny(n_embd=128, n_head=2))
     path.write_bytes(path.read_bytes()[:-1000])
     with pytest.raises(ValueError) as e:
-        Backpack.from_pretrained(path)
+        load(path)
     one_line_error(e, "cannot read", "l.ckpt")
 
     safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -496,7 +500,7 @@ def test_wrong_layouts_and_damaged_files(tmp_path, released):
     data = (repo / "model.safetensors").read_bytes()
     (repo / "model.safetensors").write_bytes(data[:-100])
     with pytest.raises(ValueError) as e:
-        Backpack.from_pretrained(repo)
+        load(repo)
     one_line_error(e, "cannot read", "model.safetensors")
 
 
@@ -547,6 +551,7 @@ class Server:
 @pytest.fixture
 def serve(tmp_path, monkeypatch):
     servers = []
+    monkeypatch.setattr(common, "DOWNLOAD_CHUNK", 1024)  # a cut connection keeps what arrived: files here are small
     monkeypatch.setenv("BACKPACK_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
 
@@ -566,7 +571,7 @@ HUB = "/stanfordnlp/backpack-gpt2/resolve/main/"
 
 
 def hub_files(tmp_path, model):
-    model.save_pretrained(tmp_path / "upload")
+    save_pretrained(model, tmp_path / "upload")
     return {HUB + name: (tmp_path / "upload" / name).read_bytes() for name in ("config.json", "pytorch_model.bin")}
 
 
@@ -575,15 +580,15 @@ def test_download_resumes_a_cut_connection_then_uses_the_cache(tmp_path, serve, 
     files = hub_files(tmp_path, model)
     size = len(files[HUB + "pytorch_model.bin"])
     server = serve(files, cut={HUB + "pytorch_model.bin"}, linked_size={HUB + "pytorch_model.bin": size})
-    assert_same_model(model, Backpack.from_pretrained("stanfordnlp/backpack-gpt2"))
+    assert_same_model(model, load("stanfordnlp/backpack-gpt2"))
     weights = [r for p, r in server.requests if p.endswith(".bin")]
-    assert len(weights) == 2 and weights[0] == "bytes=0-"
+    assert len(weights) == 2 and weights[0] is None
     assert 0 < int(weights[1][6:-1]) <= size // 2  # the second request resumed from what had arrived
-    assert "downloading" in capsys.readouterr().err
+    assert "pytorch_model.bin:" in capsys.readouterr().err  # a progress line
     cached = tmp_path / "cache" / "stanfordnlp" / "backpack-gpt2"
     assert sorted(os.listdir(cached)) == ["config.json", "pytorch_model.bin"]
     n = len(server.requests)
-    assert_same_model(model, Backpack.from_pretrained("stanfordnlp/backpack-gpt2"))
+    assert_same_model(model, load("stanfordnlp/backpack-gpt2"))
     assert len(server.requests) == n  # no network the second time
 
 
@@ -594,7 +599,7 @@ def test_download_resumes_a_part_left_by_an_earlier_run(tmp_path, serve):
     cached.mkdir(parents=True)
     (cached / "pytorch_model.bin.part").write_bytes(files[HUB + "pytorch_model.bin"][:1000])
     server = serve(files)
-    assert_same_model(model, Backpack.from_pretrained("stanfordnlp/backpack-gpt2"))
+    assert_same_model(model, load("stanfordnlp/backpack-gpt2"))
     assert (HUB + "pytorch_model.bin", "bytes=1000-") in server.requests
 
 
@@ -603,7 +608,7 @@ def test_download_catches_a_wrong_size(tmp_path, serve):
     size = len(files[HUB + "pytorch_model.bin"])
     serve(files, linked_size={HUB + "pytorch_model.bin": size + 1})
     with pytest.raises(ValueError) as e:
-        Backpack.from_pretrained("stanfordnlp/backpack-gpt2")
+        load("stanfordnlp/backpack-gpt2")
     one_line_error(e, f"gave {size} bytes", str(size + 1))
     assert not (tmp_path / "cache" / "stanfordnlp" / "backpack-gpt2" / "pytorch_model.bin").exists()
     assert not (tmp_path / "cache" / "stanfordnlp" / "backpack-gpt2" / "pytorch_model.bin.part").exists()
@@ -613,15 +618,26 @@ def test_download_of_a_lightning_checkpoint_by_name_and_http_errors(tmp_path, se
     model = tiny(seed=9, n_embd=128, n_head=2, n_layer=2)
     path = write_lightning(tmp_path / "x.ckpt", model, {"n_head": 2})
     server = serve({"/nlp/data/backpacks-acl2023/main/backpack-mini-flash-fp16.ckpt": path.read_bytes()})
-    loaded = Backpack.from_pretrained("backpack-mini")
+    loaded = load("backpack-mini")
     assert (tmp_path / "cache" / "backpack-mini-flash-fp16.ckpt").is_file()
     assert loaded.config == model.config
     with pytest.raises(ValueError) as e:
-        Backpack.from_pretrained("backpack-small")
+        load("backpack-small")
     one_line_error(e, "HTTP 404", "backpack-small-flash-fp16.ckpt")
     assert len(server.requests) == 2
     server.httpd.shutdown()
     server.httpd.server_close()
     with pytest.raises(ConnectionError) as e:
-        Backpack.from_pretrained("backpack-micro")
-    one_line_error(e, "cannot fetch", "run again")
+        load("backpack-micro")
+    one_line_error(e, "cannot reach 127.0.0.1", str(tmp_path / "cache"), "run again")
+    assert ".part" not in str(e.value) and not (tmp_path / "cache" / "backpack-micro-flash-fp16.ckpt.part").exists()
+
+
+def test_offline_hub_download_is_one_plain_line_and_leaves_no_folder(tmp_path, serve):
+    server = serve({})
+    server.httpd.shutdown()  # nothing listens there any more: as on a machine with no network
+    server.httpd.server_close()
+    with pytest.raises(ConnectionError) as e:
+        load("stanfordnlp/backpack-gpt2")
+    one_line_error(e, "cannot reach 127.0.0.1", "no network connection", str(tmp_path / "cache"), "run again later")
+    assert len(str(e.value)) < 250 and not (tmp_path / "cache").exists()

@@ -1,6 +1,8 @@
-"""Tests of senses.py and the intervention API in backpack.py: tiny models on CPU, no network, seconds."""
+"""Tests of senses.py and of edits of senses: tiny models on CPU, no network, seconds."""
 
 import os
+import subprocess
+import sys
 from dataclasses import asdict
 
 import numpy as np
@@ -9,6 +11,9 @@ import torch
 
 import senses
 from backpack import GPT2_VOCAB, Backpack, BackpackConfig
+
+
+REPO = os.path.dirname(os.path.abspath(__file__))
 
 
 def tiny_model(seed=0, **kw):
@@ -63,7 +68,7 @@ def test_scale_sense_equals_scaling_alpha_at_the_words_positions():
         alpha[:, 2, :, j] *= 0.3
         alpha[:, 0, :, j] *= 0.0
     expected, _ = model(idx, sense_weights=alpha)
-    model.scale_sense(5, {2: 0.3, 0: 0.0})
+    senses.scale_sense(model, 5, {2: 0.3, 0: 0.0})
     got, _ = model(idx)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     # persistent: cached generation sees the edit too (greedy, so both runs are deterministic)
@@ -72,7 +77,9 @@ def test_scale_sense_equals_scaling_alpha_at_the_words_positions():
         logits, _ = model(out[:, :t])
         assert out[0, t] == logits[0, -1, :GPT2_VOCAB].argmax()
     with pytest.raises(ValueError, match="sense 4 is out of range"):
-        model.scale_sense(5, {4: 0.0})
+        senses.scale_sense(model, 5, {4: 0.0})
+    with pytest.raises(ValueError, match="sense -1 is out of range"):  # it would silently scale the last sense
+        senses.scale_sense(model, 5, {-1: 0.0})
 
 
 def test_edit_knowledge_formula_on_hand_made_vectors():
@@ -83,7 +90,7 @@ def test_edit_knowledge_formula_on_hand_made_vectors():
         model.wte.weight[new] = torch.tensor([0, 1.0, 0, 0, 0, 0, 0, 0])   # |e_a|^2 = 1
     hand = torch.tensor([[3.0, 5, 7, 0, 0, 0, 0, 1], [-2.0, 0, 0, 1, 0, 0, 0, 0]])
     model.edit_senses(word, lambda s: hand.clone())
-    got = model.edit_knowledge(word, old, new)
+    got = senses.edit_knowledge(model, word, old, new)
     # sense 0: c = 3*2/4 = 1.5; C' = C - 1.5*e_r + 1.5*e_a*4/1 = [3-3, 5+6, 7, 0, 0, 0, 0, 1]
     # sense 1: c = -2*2/4 = -1; C' = C + e_r - 4*e_a = [0, -4, 0, 1, 0, 0, 0, 0]
     expected = torch.tensor([[0.0, 11, 7, 0, 0, 0, 0, 1], [0.0, -4, 0, 1, 0, 0, 0, 0]])
@@ -144,7 +151,7 @@ def test_similarity_eval_by_hand(enc):
 def test_gender_bias_machinery(enc):
     model = gpt2_model()
     professions, templates = ["nurse", "CEO", "hairdresser"], ["My {} said that", "The {} was with the car. When"]
-    model.scale_sense(enc.encode(" the")[0], {0: 0.5})  # an edit of the user's own: kept as it was
+    senses.scale_sense(model, enc.encode(" the")[0], {0: 0.5})  # an edit of the user's own: kept as it was
     saved = {k: v.clone() for k, v in model.sense_edits.items()}
     before, after, used, skipped = senses.gender_bias(model, enc, sense=1, factor=0.0, professions=professions,
                                                       templates=templates)
@@ -329,36 +336,44 @@ def test_cli_similarity_and_bias(capsys, ckpt_dir, tmp_path, enc):
     (["--context", "The nurse said that", "--target", " nurses said"], "must be one token"),
     (["--context", "The nurse said that", "--position", "9"], "--position 9 is outside"),
     (["--context", ""], "--context is empty"),
-    (["--similarity", "/nonexistent/sim.txt"], "cannot read /nonexistent/sim.txt"),
-    pytest.param(["--word", "science", "--device", "cuda"], "CUDA is not available",
+    (["--similarity", "/nonexistent/sim.txt"], "No such file or directory: '/nonexistent/sim.txt'"),
+    (["--word", "science", "--bias"], "give one of --word WORD, --context TEXT, --similarity FILE or --bias"),
+    (["--wrd", "science"], "unknown config key --wrd (did you mean --word?)"),
+    pytest.param(["--word", "science", "--device", "cuda"], "this PyTorch has no CUDA device",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")),
 ])
 def test_cli_bad_inputs(ckpt_dir, argv, message):
-    with pytest.raises(SystemExit) as e:
+    # the script prints these as one line (test_cli_errors_are_one_line)
+    with pytest.raises((ValueError, OSError)) as e:
         senses.main(argv + ["--init_from", ckpt_dir])
-    assert isinstance(e.value.code, str) and "\n" not in e.value.code
-    assert e.value.code.startswith("senses.py: ") and message in e.value.code
+    assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_cli_missing_model_or_no_senses(tmp_path):
-    for source in (str(tmp_path / "nothing"), str(tmp_path)):
-        with pytest.raises(SystemExit) as e:
-            senses.main(["--word", "science", "--init_from", source])
-        assert e.value.code.startswith("senses.py: cannot load a model from") and "\n" not in e.value.code
+def test_cli_errors_are_one_line(ckpt_dir, tmp_path):
+    for argv, message in [(["--word", "science", "--init_from", str(tmp_path / "nothing")],
+                           f"senses.py: {tmp_path / 'nothing'} is no file or folder, nor a published model"),
+                          (["--word", "science", "--init_from", str(tmp_path)], f"senses.py: {tmp_path}/ has no ckpt.pt"),
+                          (["--context", "", "--init_from", ckpt_dir], "senses.py: --context is empty")]:
+        p = subprocess.run([sys.executable, "senses.py", *argv], capture_output=True, text=True, cwd=REPO)
+        assert p.returncode == 1 and p.stderr.startswith(message) and p.stderr.count("\n") == 1, p.stderr
+
+
+def test_cli_a_model_without_senses(tmp_path):
     model = gpt2_model(num_senses=0)  # the matched Transformer
     torch.save({"model_args": asdict(model.config), "model": model.state_dict()}, tmp_path / "ckpt.pt")
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(ValueError) as e:
         senses.main(["--word", "science", "--init_from", str(tmp_path)])
-    assert e.value.code == f"senses.py: the model in {tmp_path} has no senses (num_senses=0: a matched Transformer)"
+    assert str(e.value) == f"the model in {tmp_path} has no senses (num_senses=0: a matched Transformer)"
 
 
-def test_sample_py_interventions(capsys, ckpt_dir):
-    import sample
-    sample.main(["--init_from", ckpt_dir, "--start", "The nurse", "--num_samples", "1", "--max_new_tokens", "3",
-                 "--device", "cpu", "--scale", "nurse:1=0", "--scale", "ThinkPad:0=2", "--edit", "MacBook:Apple->HP",
-                 "--topic", "food", "--topic_vocab", "50"])
-    out, err = capsys.readouterr()
-    assert out.startswith("The nurse") and "' ThinkPad' is 2 subwords" in err and "topic control: boosted" in err
-    with pytest.raises(SystemExit) as e:
-        sample.main(["--init_from", ckpt_dir, "--device", "cpu", "--scale", "nurse"])
-    assert e.value.code.startswith("sample.py: --scale 'nurse': expected WORD:SENSE=FACTOR")
+def test_sample_py_interventions(ckpt_dir):
+    run = lambda *argv: subprocess.run([sys.executable, "sample.py", "--init_from", ckpt_dir, "--device=cpu", *argv],
+                                       capture_output=True, text=True, cwd=REPO)  # noqa: E731
+    p = run("--start", "The nurse", "--num_samples", "1", "--max_new_tokens", "3", "--scale", "nurse:1=0;ThinkPad:0=2",
+            "--edit", "MacBook:Apple->HP", "--topic", "food", "--topic_vocab", "50")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("The nurse") and "' ThinkPad' is 2 subwords" in p.stderr
+    assert "topic control: boosted" in p.stderr
+    p = run("--scale", "nurse")
+    assert p.returncode == 1 and p.stderr == "sample.py: --scale 'nurse': expected WORD:SENSE=FACTOR[,SENSE=FACTOR...], " \
+                                            "e.g. nurse:10=0\n"

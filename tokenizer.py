@@ -26,11 +26,10 @@ def load_ranks(path=RANKS_PATH, expected_sha256=RANKS_SHA256):
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise SystemExit(f"tokenizer.py: cannot read the GPT-2 ranks {path}: {e.strerror}")
+        raise OSError(f"cannot read the GPT-2 ranks {path}: {e.strerror}") from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != expected_sha256:
-        raise SystemExit(f"tokenizer.py: {path} is corrupt (sha256 {digest}, expected {expected_sha256}); "
-                         f"restore it from git")
+        raise ValueError(f"{path} is corrupt (sha256 {digest}, expected {expected_sha256}); restore it from git")
     return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
 
 

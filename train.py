@@ -1,20 +1,21 @@
 """
 Train a Backpack language model (or its matched Transformer, num_senses=0), in nanoGPT's style.
 
-    python train.py                                    # quickstart: a small Backpack on Brown, ~7.5 min on 2 CPU cores
-    python train.py config/train_brown.py --device=cuda --compile=True
+    python train.py                                      # the quickstart: a small Backpack on Brown, on a CPU
+    python train.py --init_from=resume                   # continue the run in out/ exactly where it stopped
+    torchrun --standalone --nproc_per_node=4 train.py    # the same run on 4 processes: the same optimization
     torchrun --standalone --nproc_per_node=4 train.py config/train_backpack_small.py   # the paper's recipe
-    python train.py --init_from=resume                 # continue the run in out_dir (exactly where it stopped)
-    python train.py config/finetune_backpack_gpt2.py   # fine-tune a pretrained Backpack
-    python train.py --help                             # every setting and its default
+    python train.py config/finetune_backpack_gpt2.py     # fine-tune the released model
+    python train.py --help                               # every setting and its default
 
-Settings are the globals below; a config file and --key=value arguments override them (configurator.py).
-One optimizer step consumes tokens_per_step tokens = batch_size x block_size x (number of processes) x
-(gradient accumulation steps); the last is derived, never set. Every batch is a pure function of
-(seed, step, which sequence group), so a resumed run replays the batches an uninterrupted one would have
-seen, and the same tokens_per_step gives the same batches on 1 GPU or 8.
+Settings are the globals below; config files and --key=value arguments override them (common.configure).
+An optimizer step consumes tokens_per_step tokens. batch_size is the most sequences a process runs at
+once; how the step's sequences are shared out over processes and gradient-accumulation steps follows,
+and is printed. A step's sequences are a pure function of (seed, step): a resumed run replays the
+batches of an uninterrupted one, and 1 process or 8 see the same batches.
 """
 
+import contextlib
 import ctypes
 import dataclasses
 import gc
@@ -24,7 +25,6 @@ import math
 import os
 import sys
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -32,23 +32,24 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from backpack import Backpack, BackpackConfig
-from configurator import configure, fail
+from common import atomic_write, configure, device_and_autocast, one_line_errors
+from pretrained import load
 
-# -----------------------------------------------------------------------------------------------------
+# -----------------------------------------------------------------------------------------------------------
 # settings: the defaults are the CPU quickstart (config/train_brown.py documents them)
 # I/O
 out_dir = "out"
-eval_interval = 200  # estimate train/val loss every this many steps (and at the end), then checkpoint
-eval_iters = 16  # batches per loss estimate; always the same batches, so estimates are comparable
+eval_interval = 200  # estimate the train/val loss every this many steps (and at the end), then checkpoint
+eval_iters = 16  # batches per loss estimate: always the same batches, so estimates are comparable
 log_interval = 10
 eval_only = False  # estimate the losses of the initial model and exit
-always_save_checkpoint = True  # False: checkpoint only when val loss improves (and at the last step)
-init_from = "scratch"  # 'scratch', 'resume' (out_dir/ckpt.pt), or a pretrained model for Backpack.from_pretrained
+always_save_checkpoint = True  # False: checkpoint only when the val loss improves (and at the last step)
+init_from = "scratch"  # 'scratch', 'resume' (out_dir/ckpt.pt), or a trained model (anything pretrained.load takes)
 # data: data_dir/dataset/{train,val}.bin, uint16 GPT-2 token ids
 data_dir = "data"
 dataset = "brown"
 tokens_per_step = 1024  # tokens per optimizer step, over all processes and accumulation steps
-batch_size = 8  # sequences per forward pass per process
+batch_size = 8  # the most sequences per forward pass per process
 block_size = 128
 # model
 n_layer = 4
@@ -65,7 +66,7 @@ weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.99
 grad_clip = 1.0  # 0 disables clipping
-decay_lr = "linear"  # 'linear': warmup then linear decay to 0 at max_iters (the paper); 'cosine' (to min_lr); 'constant'
+decay_lr = "linear"  # 'linear': warmup, then linear decay to 0 at max_iters (the paper); 'cosine' (to min_lr); 'constant'
 warmup_iters = 50
 min_lr = 0.0  # the floor of 'cosine'
 # system
@@ -73,62 +74,52 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = "auto"  # 'auto': bfloat16 on CUDA where supported, else float16 (with loss scaling); float32 on CPU
 compile = False  # torch.compile the model
 seed = 1337
-# -----------------------------------------------------------------------------------------------------
-_given = configure(globals(), sys.argv[1:], "train.py", __doc__)  # the settings this command sets
-if init_from == "resume" and os.path.isfile(os.path.join(out_dir, "ckpt.pt")):
-    # a resumed run continues as it was configured: the settings saved with it, except those given now
+# -----------------------------------------------------------------------------------------------------------
+one_line_errors()
+given = configure(globals(), sys.argv[1:], __doc__)  # the settings this command sets
+ckpt = None
+if init_from == "resume":
+    if not os.path.exists(os.path.join(out_dir, "ckpt.pt")):
+        raise FileNotFoundError(f"--init_from=resume, but {os.path.join(out_dir, 'ckpt.pt')} does not exist; start "
+                                "a run with --init_from=scratch (or set --out_dir)")
     try:
-        _saved = torch.load(os.path.join(out_dir, "ckpt.pt"), map_location="cpu", weights_only=True, mmap=True)["config"]
-    except Exception:  # unreadable: the resume below says so
-        _saved = {}
-    globals().update({k: v for k, v in _saved.items() if k in globals() and k not in _given
-                      and k not in ("init_from", "out_dir", "device", "dtype")})
+        ckpt = torch.load(os.path.join(out_dir, "ckpt.pt"), map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, or not a checkpoint
+        raise ValueError(f"cannot read {out_dir}/ckpt.pt (truncated, or not a train.py checkpoint?): {e}") from None
+    # a resumed run continues as it was configured: the settings saved with it, except those given now
+    resumed = {k for k in ckpt["config"] if k in globals() and k not in given and k not in ("init_from", "out_dir")}
+    globals().update({k: ckpt["config"][k] for k in resumed - {"device", "dtype"}})
 config = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
+ckpt_path = os.path.join(out_dir, "ckpt.pt")
 ARCH_KEYS = ("block_size", "n_layer", "n_head", "n_embd", "num_senses", "sense_intermediate_scale", "bias")
 
 if decay_lr not in ("linear", "cosine", "constant"):
-    fail("train.py", f"--decay_lr must be 'linear', 'cosine' or 'constant', got {decay_lr!r}")
-if dtype not in ("auto", "float32", "bfloat16", "float16"):
-    fail("train.py", f"--dtype must be 'auto', 'float32', 'bfloat16' or 'float16', got {dtype!r}")
-if device.startswith("cuda") and not torch.cuda.is_available():
-    fail("train.py", f"--device={device} but this PyTorch has no CUDA device; use --device=cpu")
+    raise ValueError(f"--decay_lr must be 'linear', 'cosine' or 'constant', got {decay_lr!r}")
 for name in ("batch_size", "block_size", "tokens_per_step", "eval_interval", "eval_iters", "log_interval"):
     if config[name] < 1:
-        fail("train.py", f"--{name} must be >= 1, got {config[name]}")
+        raise ValueError(f"--{name} must be >= 1, got {config[name]}")
+device_type, dtype, autocast = device_and_autocast(device, dtype)
 
-# -- processes: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE -------------------------------------------
+# -- processes: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE ------------------------------------------------
 ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ
 rank, local_rank, world_size = 0, 0, 1
 if ddp:
     rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
-    if device.startswith("cuda"):
+    if device_type == "cuda":
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
 master = rank == 0
-device_type = "cuda" if device.startswith("cuda") else device.split(":")[0]
-if dtype == "auto":
-    dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device_type == "cuda" else "float32"
-ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type, dtype=ptdtype)
 torch.backends.cuda.matmul.allow_tf32 = True
 torch.backends.cudnn.allow_tf32 = True
-
-
-def keep_freed_memory():
-    """On CPU, glibc hands big freed blocks (the logits: batch x block_size x 50k floats) back to the OS
-    and page-faults them in again on the next step; keeping them makes a CPU step ~1.5x faster."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (macOS, Windows, musl): nothing to do
-        return
-    libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: blocks up to 1 GiB come from the heap, not fresh mmaps
-    libc.mallopt(-1, (1 << 31) - 1)  # M_TRIM_THRESHOLD: keep freed heap memory for the next step
-    libc.mallopt(-2, 1 << 28)  # M_TOP_PAD: grow the heap in 256 MiB steps
-
-
 if device_type == "cpu":
-    keep_freed_memory()
+    # glibc hands big freed blocks (the logits: batch x block_size x 50k floats) back to the OS and faults them in
+    # again on the next step; keeping them makes a CPU step about 1.5x faster. Not glibc: nothing to do.
+    with contextlib.suppress(OSError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: blocks up to 1 GiB come from the heap, not fresh mmaps
+        libc.mallopt(-1, (1 << 31) - 1)  # M_TRIM_THRESHOLD: keep freed heap memory for the next step
+        libc.mallopt(-2, 1 << 28)  # M_TOP_PAD: grow the heap in 256 MiB steps
 
 
 def log(*args):
@@ -141,40 +132,46 @@ def derive_seed(*parts):
     return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little") >> 1
 
 
-tokens_per_micro = batch_size * block_size * world_size
-grad_accum = tokens_per_step // tokens_per_micro
-if tokens_per_step % tokens_per_micro:
-    near = " or ".join(f"{n * tokens_per_micro:,}" for n in (grad_accum, grad_accum + 1) if n)
-    fail("train.py", f"tokens_per_step={tokens_per_step:,} is not a multiple of batch_size x block_size x processes "
-                     f"= {batch_size} x {block_size} x {world_size} = {tokens_per_micro:,}; "
-                     f"set --tokens_per_step to a multiple of it (e.g. {near}) or change --batch_size")
-log(f"tokens per step {tokens_per_step:,} = {batch_size} seqs x {block_size} tokens x {world_size} "
+# a step's sequences are shared out evenly over the processes, then into micro-batches of at most batch_size
+if tokens_per_step % (block_size * world_size):
+    unit = block_size * world_size
+    raise ValueError(f"tokens_per_step={tokens_per_step:,} is not a multiple of block_size x processes = {block_size} "
+                     f"x {world_size} = {unit:,}; use e.g. {max(unit, tokens_per_step // unit * unit):,}")
+sequences_per_process = tokens_per_step // (block_size * world_size)
+grad_accum = math.ceil(sequences_per_process / batch_size)
+while sequences_per_process % grad_accum:
+    grad_accum += 1
+micro_batch = sequences_per_process // grad_accum
+log(f"tokens per step {tokens_per_step:,} = {micro_batch} seqs x {block_size} tokens x {world_size} "
     f"rank{'s' if world_size > 1 else ''} x {grad_accum} accumulation step{'s' if grad_accum > 1 else ''}")
 
-# -- data -----------------------------------------------------------------------------------------------
+# -- data ---------------------------------------------------------------------------------------------------
 data_path = {split: os.path.join(data_dir, dataset, f"{split}.bin") for split in ("train", "val")}
-missing = lambda: [p for p in data_path.values() if not os.path.exists(p)]  # noqa: E731
-if missing() and dataset == "brown":
+if not os.path.exists(data_path["train"]) and dataset == "brown":
     if master:
-        log(f"{missing()[0]} not found: preparing the Brown corpus (once)")
+        log(f"{data_path['train']} not found: preparing the Brown corpus (once)")
         import prepare
         prepare.prepare_brown(data_dir=data_dir)
     if ddp:
         dist.barrier()
-if missing():
-    fail("train.py", f"{missing()[0]} not found; prepare the data first (python prepare.py {dataset}) "
-                     f"or point --data_dir at the folder holding {dataset}/")
 for split, path in data_path.items():
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found; prepare the data first (python prepare.py --dataset={dataset}) "
+                                f"or point --data_dir at the folder holding {dataset}/")
     if len(np.memmap(path, dtype=np.uint16, mode="r")) <= block_size:
-        fail("train.py", f"{path} holds fewer than block_size+1={block_size + 1} tokens")
+        raise ValueError(f"{path} holds fewer than block_size+1={block_size + 1} tokens")
 
 
-def get_batch(split, *key):
-    """A batch that depends only on (seed, split, key). The memmap is reopened each time: a memmap kept
-    open grows in memory as it is read (nanoGPT's known leak)."""
+def get_batch(split, key, first, count):
+    """Sequences first..first+count-1 (and their next-token targets) of the batch named key: (step,) or ("eval",).
+    Their offsets are drawn batch_size at a time, each draw seeded by (seed, split, key, its number), so they do
+    not depend on how many processes share the step. The memmap is reopened each time: one kept open grows in
+    memory as it is read (nanoGPT's known leak)."""
     data = np.memmap(data_path[split], dtype=np.uint16, mode="r")
-    gen = torch.Generator().manual_seed(derive_seed(seed, split, *key))
-    ix = torch.randint(len(data) - block_size, (batch_size,), generator=gen).tolist()
+    draws = range(first // batch_size, (first + count - 1) // batch_size + 1)
+    ix = torch.cat([torch.randint(len(data) - block_size, (batch_size,),
+                                  generator=torch.Generator().manual_seed(derive_seed(seed, split, *key, n)))
+                    for n in draws])[first - draws[0] * batch_size:][:count].tolist()
     x = torch.from_numpy(np.stack([data[i:i + block_size] for i in ix]).astype(np.int64))
     y = torch.from_numpy(np.stack([data[i + 1:i + 1 + block_size] for i in ix]).astype(np.int64))
     if device_type == "cuda":
@@ -182,71 +179,45 @@ def get_batch(split, *key):
     return x.to(device), y.to(device)
 
 
-def unigram_entropy(path, max_tokens=100_000_000):
-    """-sum p ln p of the token frequencies: the loss of the best model that ignores context."""
-    data = np.memmap(path, dtype=np.uint16, mode="r")
-    if len(data) > max_tokens:
-        return None
-    counts = np.bincount(data)
-    p = counts[counts > 0] / len(data)
-    return float(-(p * np.log(p)).sum())
-
-
-# -- model ------------------------------------------------------------------------------------------------
-ckpt_path = os.path.join(out_dir, "ckpt.pt")
+# -- model --------------------------------------------------------------------------------------------------
 model_args = dict(block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd, num_senses=num_senses,
                   sense_intermediate_scale=sense_intermediate_scale, dropout=dropout, bias=bias)
-iter_num, best_val_loss, origin, ckpt = 0, float("inf"), init_from, None
+iter_num, best_val_loss, origin = 0, float("inf"), init_from
 torch.manual_seed(seed)  # the same initial weights on every rank
-try:
-    if init_from == "scratch":
-        model = Backpack(BackpackConfig(**model_args))
-    elif init_from == "resume":
-        if not os.path.exists(ckpt_path):
-            fail("train.py", f"--init_from=resume but {ckpt_path} does not exist; "
-                             f"start a run with --init_from=scratch (or set --out_dir)")
-        log(f"resuming from {ckpt_path}")
-        try:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated, or not a checkpoint
-            fail("train.py", f"cannot read {ckpt_path} (truncated, or not a train.py checkpoint?): {type(e).__name__}")
-        saved, origin = ckpt["model_args"], ckpt.get("origin", "scratch")
-        # a run fine-tuned from a pretrained model took its architecture from there: only block_size is ours
-        checked = ARCH_KEYS if origin == "scratch" else ("block_size",)
-        wrong = [f"{k}={saved[k]!r} (the config says {model_args[k]!r})" for k in checked if saved[k] != model_args[k]]
-        if wrong:
-            fail("train.py", f"{ckpt_path} was trained with {', '.join(wrong)}; resume with the settings the run "
-                             "started with (its config file), or start a new run in another --out_dir")
-        changed = [f"{k} {v!r} -> {config[k]!r}" for k, v in ckpt["config"].items()
-                   if k in config and k not in ("init_from", "device", "dtype") and config[k] != v]
-        if changed:
-            log("resuming with changed settings: " + ", ".join(changed))
-        model = Backpack(BackpackConfig(**{**saved, "dropout": dropout}))
-        model.load_state_dict(ckpt["model"])
-        iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
-        torch.set_rng_state(ckpt["rng"]["torch"])  # for completeness: batches and dropout are reseeded per step
-    else:
-        log(f"fine-tuning {init_from}")
-        if ddp and not master:
-            dist.barrier()  # rank 0 downloads (or reads) it first
-        pretrained = Backpack.from_pretrained(init_from)
-        if ddp and master:
-            dist.barrier()
-        if block_size > pretrained.config.block_size:
-            fail("train.py", f"--block_size={block_size} is larger than {init_from}'s block_size="
-                             f"{pretrained.config.block_size}; use at most that")
-        state = pretrained.state_dict()
-        state["wpe.weight"] = state["wpe.weight"][:block_size]  # a shorter context: crop the position table
-        model = Backpack(dataclasses.replace(pretrained.config, block_size=block_size, dropout=dropout))
-        model.load_state_dict(state)
-        del pretrained, state
-except (ValueError, OSError) as e:  # BackpackConfig's checks, from_pretrained's errors
-    fail("train.py", str(e))
-model_config = model.config
+if init_from == "scratch":
+    model = Backpack(BackpackConfig(**model_args))
+elif init_from == "resume":
+    log(f"resuming from {ckpt_path}")
+    saved, origin = ckpt["model_args"], ckpt.get("origin", "scratch")
+    # a run fine-tuned from a trained model took its architecture from there: only block_size is this run's
+    checked = ARCH_KEYS if origin == "scratch" else ("block_size",)
+    if wrong := [f"{k}={saved[k]!r} (the config says {model_args[k]!r})" for k in checked if saved[k] != model_args[k]]:
+        raise ValueError(f"{ckpt_path} was trained with {', '.join(wrong)}; resume with the settings the run started "
+                         "with (its config file), or start a new run in another --out_dir")
+    if changed := [f"{k} {v!r} -> {config[k]!r}" for k, v in ckpt["config"].items()
+                   if k in given and k not in ("init_from", "out_dir", "device", "dtype") and config[k] != v]:
+        log("resuming with changed settings: " + ", ".join(changed))
+    model = Backpack(BackpackConfig(**{**saved, "dropout": dropout}))
+    model.load_state_dict(ckpt["model"])
+    iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
+else:
+    log(f"fine-tuning {init_from}")
+    if ddp and not master:
+        dist.barrier()  # rank 0 downloads (or reads) it first
+    trained = load(init_from)
+    if ddp and master:
+        dist.barrier()
+    if block_size > trained.config.block_size:
+        raise ValueError(f"--block_size={block_size} is larger than {init_from}'s block_size="
+                         f"{trained.config.block_size}; use at most that")
+    state = trained.state_dict()
+    state["wpe.weight"] = state["wpe.weight"][:block_size]  # a shorter context: crop the position table
+    model = Backpack(dataclasses.replace(trained.config, block_size=block_size, dropout=dropout))
+    model.load_state_dict(state)
+    del trained, state
 model.to(device)
-log(f"model: {model.get_num_params():,} parameters, "
-    + ", ".join(f"{k}={getattr(model_config, k)}" for k in ARCH_KEYS + ("dropout",)))
-
+log(f"model: {sum(p.numel() for p in model.parameters()):,} parameters, "
+    + ", ".join(f"{k}={getattr(model.config, k)}" for k in ARCH_KEYS + ("dropout",)))
 if warmup_iters >= max_iters and not eval_only:
     log(f"note: warmup_iters={warmup_iters} >= max_iters={max_iters}: the learning rate never reaches {learning_rate}")
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
@@ -282,7 +253,7 @@ def estimate_loss():
     for split in ("train", "val"):
         total = torch.zeros((), device=device)
         for k in range(rank, eval_iters, world_size):
-            x, y = get_batch(split, "eval", k)
+            x, y = get_batch(split, ("eval",), k * batch_size, batch_size)
             with autocast:
                 total += model(x, y)[1].float()
         if ddp:
@@ -293,38 +264,15 @@ def estimate_loss():
 
 
 def save_checkpoint():
-    """Write out_dir/ckpt.pt atomically (a temp file, then os.replace): a crash never leaves half a file.
-    Everything in it is tensors and plain Python types, so torch.load(weights_only=True) reads it."""
-    ckpt = {
-        "model_args": dataclasses.asdict(model_config),
-        "model": raw_model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-        "iter_num": iter_num,
-        "best_val_loss": float(best_val_loss),
-        "config": config,
-        "origin": origin,  # 'scratch' or the pretrained model this run was fine-tuned from
-        # batches and dropout are pure functions of (seed, step, ...): that is the whole sampler state
-        "sampler": {"seed": seed, "iter_num": iter_num},
-        "rng": {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if device_type == "cuda" else []},
-    }
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = os.path.join(out_dir, f".ckpt.pt.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    """out_dir/ckpt.pt, written atomically. Everything in it is tensors and plain Python types, so
+    torch.load(weights_only=True) reads it. Batches and dropout are pure functions of (seed, step): with the
+    step, that is the whole sampler state."""
+    ckpt = {"model_args": dataclasses.asdict(raw_model.config), "model": raw_model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+            "iter_num": iter_num, "best_val_loss": float(best_val_loss), "config": config,
+            "origin": origin}  # 'scratch', or the trained model this run was fine-tuned from
+    with atomic_write(ckpt_path) as f:
         torch.save(ckpt, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, ckpt_path)
-
-
-def weights_digest(m):
-    """A short hash of the weights, to check that every rank ended with the same model."""
-    h = hashlib.sha256()
-    for name, t in sorted(m.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 # -- training -----------------------------------------------------------------------------------------------
@@ -334,10 +282,13 @@ if master and not eval_only:
         log(f"note: starting a new run in {out_dir}: its ckpt.pt will be overwritten")
     os.makedirs(out_dir, exist_ok=True)
     metrics = open(os.path.join(out_dir, "metrics.jsonl"), "a" if init_from == "resume" else "w")
-if master:
-    entropy = unigram_entropy(data_path["train"])
-    if entropy is not None:
-        log(f"unigram entropy of {data_path['train']}: {entropy:.4f} (the loss of a model that ignores context)")
+if master and os.path.getsize(data_path["train"]) < 200_000_000:  # -sum p ln p of the token frequencies
+    counts = np.bincount(np.memmap(data_path["train"], dtype=np.uint16, mode="r"))
+    p = counts[counts > 0] / counts.sum()
+    log(f"unigram entropy of the training tokens: {-(p * np.log(p)).sum():.4f} (a model that ignores context does "
+        "no better)")
+if raw_model.estimate_mfu(1, 1.0) is None:
+    log(f"(no MFU: the peak FLOP/s of {device_type} is unknown)")
 start_iter, start_time = iter_num, time.time()
 t_log, iters_logged, loss_sum = time.time(), 0, torch.zeros((), device=device)
 while True:
@@ -354,7 +305,7 @@ while True:
         if master and not eval_only and (always_save_checkpoint or improved or last):
             save_checkpoint()
             log(f"saved checkpoint at step {iter_num} to {ckpt_path}")
-        t_log += time.time() - t_eval  # keep evaluation out of the ms/iter figure
+        t_log += time.time() - t_eval  # keep the evaluation out of the ms/iter figure
     if last or eval_only:
         break
 
@@ -362,11 +313,11 @@ while True:
     for group in optimizer.param_groups:
         group["lr"] = lr
     for micro_step in range(grad_accum):
-        group_index = micro_step * world_size + rank  # which of the step's sequence groups this is
-        x, y = get_batch("train", iter_num, group_index)
+        group_index = micro_step * world_size + rank  # which of the step's micro-batches this is
+        x, y = get_batch("train", (iter_num,), group_index * micro_batch, micro_batch)
         torch.manual_seed(derive_seed(seed, "dropout", iter_num, group_index))
         sync = ddp and micro_step < grad_accum - 1  # DDP: all-reduce the gradients on the last micro step only
-        with train_model.no_sync() if sync else nullcontext(), autocast:
+        with train_model.no_sync() if sync else contextlib.nullcontext(), autocast:
             loss = train_model(x, y)[1] / grad_accum
         scaler.scale(loss).backward()
         loss_sum += loss.detach().float()
@@ -382,11 +333,11 @@ while True:
     if iter_num % log_interval == 0 or iter_num == max_iters:
         if ddp:
             dist.all_reduce(loss_sum)
-        step_loss = loss_sum.item() / iters_logged / world_size  # mean over the interval's steps and ranks
+        step_loss = loss_sum.item() / iters_logged / world_size  # the mean over the interval's steps and ranks
         dt = (time.time() - t_log) / iters_logged
-        mfu = raw_model.estimate_mfu(batch_size * grad_accum, dt)
-        log(f"iter {iter_num}: loss {step_loss:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, "
-            f"{tokens_per_step / dt:,.0f} tok/s, " + ("mfu n/a" if mfu is None else f"mfu {mfu * 100:.1f}%"))
+        mfu = raw_model.estimate_mfu(micro_batch * grad_accum, dt)
+        log(f"iter {iter_num}: loss {step_loss:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, {tokens_per_step / dt:,.0f} "
+            "tok/s" + ("" if mfu is None else f", mfu {mfu * 100:.1f}%"))
         if metrics:
             metrics.write(json.dumps({"iter": iter_num, "loss": step_loss, "lr": lr, "ms_per_iter": dt * 1000}) + "\n")
             metrics.flush()
@@ -394,15 +345,17 @@ while True:
 
 elapsed = time.time() - start_time
 if ddp:  # a real check that data parallelism kept the replicas identical
-    digest = weights_digest(raw_model)
-    print(f"rank {rank}: weights sha256 {digest}", flush=True)
+    h = hashlib.sha256()
+    for name, t in sorted(raw_model.state_dict().items()):
+        h.update(name.encode() + t.detach().float().cpu().numpy().tobytes())
+    print(f"rank {rank}: weights sha256 {h.hexdigest()[:16]}", flush=True)
     digests = [None] * world_size
-    dist.all_gather_object(digests, digest)
+    dist.all_gather_object(digests, h.hexdigest()[:16])
     if len(set(digests)) != 1:
-        fail("train.py", f"the ranks ended with different weights: {digests}")
+        raise RuntimeError(f"the ranks ended with different weights: {digests}")
     log(f"all {world_size} ranks hold identical weights")
-    # free DDP's reducer (and the gloo work it holds) while the process group and interpreter are alive:
-    # left to interpreter shutdown, gloo's threads sometimes abort the process ("terminate called ...")
+    # free DDP's reducer (and the gloo work it holds) while the process group and interpreter are alive: left
+    # to the interpreter's shutdown, gloo's threads sometimes abort the process ("terminate called ...")
     del train_model
     gc.collect()
     dist.barrier()

@@ -1,0 +1,242 @@
+"""
+What the scripts share: settings, one-line errors, the device and precision, atomic writes, downloads.
+
+Settings follow nanoGPT: a script's settings are plain values with defaults (its globals, or a dict); config
+files (plain Python that assigns some of them) and --key=value arguments override them, in the order given:
+
+    python train.py config/train_backpack_micro.py --batch_size=8 --compile=True
+    python senses.py --word science            # --key value works too; a bare --flag turns a boolean on
+
+Unlike nanoGPT's exec-based configurator, a misspelled key or a value of the wrong type is a one-line error
+(unknown config key --lerning_rate (did you mean --learning_rate?)), not a silent new global.
+"""
+
+import contextlib
+import difflib
+import errno
+import os
+import re
+import sys
+import time
+from ast import literal_eval
+from urllib.parse import urlparse
+
+import requests
+import torch
+
+RETRIES = 5  # download attempts in a row that make no progress before giving up
+RETRY_SLEEP = 2.0  # seconds before the first retry, doubled after each (the tests set 0)
+DOWNLOAD_CHUNK = 1 << 20  # a cut connection loses at most the chunk being read
+
+
+def configure(settings, argv, doc=""):
+    """Apply the config files and --key=value (or --key value) arguments in argv to settings, a dict such as
+    globals() whose current values give each key's default and type. Returns {key: value} of what argv set."""
+    known = [k for k, v in settings.items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))]
+    given, args = {}, list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg in ("-h", "--help"):
+            print(doc.strip() + "\n\nSettings (--key=value) and their defaults:")
+            print("\n".join(f"  --{k}={settings[k]!r}" for k in known))
+            raise SystemExit(0)
+        if not arg.startswith("--"):  # a config file: plain Python assigning some of the settings
+            if not arg.endswith(".py"):
+                raise ValueError(f"{arg!r} is neither a --key=value setting nor a config file (.py); quote a "
+                                 "value with spaces: --start='The old man'")
+            for key, value in read_config_file(arg).items():
+                check_known(key, known, f"{arg} sets ")
+                given[key] = settings[key] = convert(f"{arg}: {key}", value, settings[key])
+            continue
+        key, eq, text = arg[2:].partition("=")
+        check_known(key, known, "")
+        if not eq:  # --key value, or a bare --flag (with an optional True/False after it)
+            takes_bool = type(settings[key]) is bool
+            if args and (not takes_bool or args[0].lower() in ("true", "false", "1", "0")):
+                text = args.pop(0)
+            elif takes_bool:
+                text = "True"
+            else:
+                raise ValueError(f"--{key} needs a value: --{key}=...")
+        if isinstance(settings[key], str):
+            value = text  # strings need no quotes: --init_from=resume
+        else:
+            try:
+                value = literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = text
+        given[key] = settings[key] = convert(f"--{key}", value, settings[key])
+    return given
+
+
+def read_config_file(path):
+    """The settings a config file assigns: its public names, less imports and functions."""
+    with open(path) as f:  # an OSError names the file
+        source = f.read()
+    namespace = {}
+    try:
+        exec(compile(source, path, "exec"), namespace)
+    except Exception as e:
+        raise ValueError(f"error in config file {path}: {type(e).__name__}: {e}") from None
+    return {k: v for k, v in namespace.items()
+            if not k.startswith("_") and type(v).__name__ not in ("module", "function", "type")}
+
+
+def check_known(key, known, source):
+    if key not in known:
+        close = difflib.get_close_matches(key, known, n=1)
+        dashes = "" if source else "--"
+        hint = f" (did you mean {dashes}{close[0]}?)" if close else ""
+        raise ValueError(f"{source}unknown config key {dashes}{key}{hint}")
+
+
+def convert(name, value, default):
+    """value (parsed from a config file or the command line) as the type of default, or a one-line error."""
+    kind = type(default)
+    if kind is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+            return bool(value)
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():  # 1e5 -> 100000
+            return int(value)
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        return str(value)
+    raise ValueError(f"{name} expects {'an' if kind is int else 'a'} {kind.__name__}, got {value!r}")
+
+
+def one_line_errors():
+    """Make this script end on an expected error with one line on stderr, `script.py: message`, not a
+    traceback: ValueError (bad settings or input), OSError (files, the disk, the network) and Ctrl-C.
+    Under torchrun only rank 0 prints. Any other exception is a bug, and keeps its traceback."""
+    prog = os.path.basename(sys.argv[0])
+
+    def hook(kind, error, tb):
+        if not issubclass(kind, (ValueError, OSError, KeyboardInterrupt)):
+            return sys.__excepthook__(kind, error, tb)
+        if isinstance(error, OSError) and error.filename:  # "No such file or directory" and the like
+            error = f"{error.filename}: {error.strerror}"
+        if os.environ.get("RANK", "0") == "0":
+            print(f"{prog}: {'interrupted' if kind is KeyboardInterrupt else error}", file=sys.stderr)
+    sys.excepthook = hook
+
+
+def device_and_autocast(device, dtype):
+    """(device_type, dtype, autocast context) for the --device and --dtype settings. dtype 'auto' is bfloat16 on
+    CUDA where supported, else float16 (which needs a GradScaler to train); float32 on CPU."""
+    device_type = "cuda" if device.startswith("cuda") else device.split(":")[0]
+    if device_type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device={device}, but this PyTorch has no CUDA device; use --device=cpu")
+    if dtype == "auto":
+        dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device_type == "cuda" else "float32"
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"--dtype must be auto, float32, bfloat16 or float16, not {dtype!r}")
+    autocast = torch.autocast(device_type, dtype=getattr(torch, dtype)) if dtype != "float32" else contextlib.nullcontext()
+    return device_type, dtype, autocast
+
+
+@contextlib.contextmanager
+def atomic_write(*paths):
+    """Open PATH.tmp for writing, for each path; if the block succeeds, flush them to disk and rename each onto
+    its PATH, so a reader never finds half a file (a crash leaves the old file or none). On any failure, a
+    full disk or Ctrl-C too, the temp files are removed."""
+    tmps, files = [p + ".tmp" for p in paths], []
+    try:
+        for tmp in tmps:
+            os.makedirs(os.path.dirname(os.path.abspath(tmp)), exist_ok=True)
+            files.append(open(tmp, "wb"))
+        yield files if len(files) > 1 else files[0]
+        for f in files:
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        for tmp, path in zip(tmps, paths):
+            os.replace(tmp, path)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise OSError(f"disk full while writing {paths[0]}: free some space and run again") from None
+        raise
+    finally:
+        for f in files:
+            f.close()
+        for tmp in tmps:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def download(url, dest):
+    """Fetch url into dest, unless dest is there. The bytes go to dest.part, which a cut connection (or a later
+    run) resumes with an HTTP Range request; attempts that make no progress are retried with backoff; the size
+    is checked against the server's, and the Hugging Face hub's, before dest.part becomes dest. Prints a
+    progress line. Raises ConnectionError (run again later) or ValueError (the file is not what it should be)."""
+    if os.path.isfile(dest):
+        return dest
+    part, name, failures, total, mid_line, answered = dest + ".part", os.path.basename(dest), 0, None, False, False
+    while True:
+        have = os.path.getsize(part) if os.path.isfile(part) else 0
+        try:
+            with requests.get(url, headers={"Range": f"bytes={have}-"} if have else {}, stream=True, timeout=60) as r:
+                answered = True
+                # a Range is answered 206 "bytes START-END/SIZE", or 416 "bytes */SIZE" when nothing is left
+                m = re.fullmatch(r"bytes (?:(\d+)-\d+|\*)/(\d+)", r.headers.get("Content-Range", ""))
+                if r.status_code in (206, 416) and m:
+                    start, size = int(m[1] or have), int(m[2])
+                elif r.status_code == 200:  # the whole file (no Range asked, or the server ignored it)
+                    have, start, size = 0, 0, int(r.headers["Content-Length"]) if "Content-Length" in r.headers else None
+                elif 400 <= r.status_code < 500 and r.status_code not in (408, 429):
+                    raise ValueError(f"{url} answered HTTP {r.status_code}: check the name or the address")
+                else:
+                    raise requests.RequestException(f"HTTP {r.status_code}")
+                hub = next((int(h.headers["X-Linked-Size"]) for h in (*r.history, r) if "X-Linked-Size" in h.headers),
+                           None)  # the hub's size of a file it redirects to its storage
+                if total is not None and size is not None and size != total:
+                    raise ValueError(f"{url} changed size during the download ({total:,} -> {size:,} bytes); run again")
+                total = size
+                if r.status_code == 416 and have == total:
+                    break  # the .part was already complete
+                if start != have or r.status_code == 416:  # e.g. a stale .part longer than the file
+                    os.remove(part)
+                    raise requests.RequestException(f"the server cannot resume at byte {have:,} (deleted the .part)")
+                os.makedirs(os.path.dirname(os.path.abspath(part)), exist_ok=True)  # only once bytes arrive
+                with open(part, "ab" if have else "wb") as f:
+                    last_print = 0.0
+                    for chunk in r.iter_content(chunk_size=DOWNLOAD_CHUNK):
+                        f.write(chunk)
+                        have += len(chunk)
+                        failures = 0  # progress: a flaky connection may take many tries on a big file
+                        if time.time() - last_print > 0.5:
+                            of_total = f" of {total / 1e6:,.1f}" if total else ""
+                            print(f"\r{name}: {have / 1e6:,.1f}{of_total} MB", end="", file=sys.stderr, flush=True)
+                            last_print, mid_line = time.time(), True
+            if total is None or have == total:
+                if hub is not None and have != hub:
+                    os.remove(part)
+                    raise ValueError(f"{url} gave {have} bytes, but the hub says {hub}; removed them, run again")
+                break
+            raise requests.RequestException(f"got {have:,} of {total:,} bytes")
+        except requests.RequestException as e:
+            if isinstance(e, requests.ConnectionError) and not answered:  # no use retrying at once
+                kept = f" ({have:,} bytes of it are kept in {part})" if have else ""
+                raise ConnectionError(f"cannot reach {urlparse(url).hostname} to download {dest}{kept}: no network "
+                                      "connection, or the host is down; run again later") from None
+            # requests' own wording nests three exceptions deep: keep the part a person needs
+            cut, os_error = re.search(r"IncompleteRead\((.*?)\)", str(e)), re.search(r"\[Errno [-\d]+\] ([^'\")]+)", str(e))
+            e = f"connection cut ({cut[1]})" if cut else os_error[1] if os_error else str(e)[:200]
+            failures += 1
+            if failures >= RETRIES:
+                kept = f"; the {have:,} bytes received are kept in {part}" if os.path.isfile(part) else ""
+                raise ConnectionError(f"download of {url} failed {RETRIES} times in a row ({e}){kept}: run again "
+                                      "to resume") from None
+            print(f"{chr(10) if mid_line else ''}{name}: {e}; trying again", file=sys.stderr, flush=True)
+            mid_line = False
+            time.sleep(RETRY_SLEEP * 2 ** (failures - 1))
+    if mid_line:
+        print(file=sys.stderr)
+    os.replace(part, dest)
+    return dest
