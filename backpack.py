@@ -54,10 +54,10 @@ class BackpackConfig:
     bias: bool = True
     layer_norm_eps: float = 1e-5
 
-    def __post_init__(self):
+    def __post_init__(self):  # n_layer=-1 would build no layers at all, and dropout=1 zero everything
         sizes = (self.block_size, self.vocab_size, self.n_layer, self.n_head, self.n_embd)
-        if min(sizes) < 1 or self.num_senses < 0:  # n_layer=-1 would build a model with no layers at all
-            raise ValueError(f"BackpackConfig: every size must be >= 1 (num_senses >= 0), got {self}")
+        if min(*sizes, self.sense_intermediate_scale) < 1 or self.num_senses < 0 or not 0 <= self.dropout < 1:
+            raise ValueError(f"BackpackConfig: sizes must be >= 1, num_senses >= 0, 0 <= dropout < 1: {self}")
         # each head gets n_embd/n_head features, and each sense n_embd/num_senses query and key features
         if self.n_embd % self.n_head or (self.num_senses and self.n_embd % self.num_senses):
             raise ValueError(f"BackpackConfig: n_embd={self.n_embd} must be divisible by n_head="
@@ -249,7 +249,7 @@ class Backpack(nn.Module):
         return logits, loss
 
     def _check(self, idx, max_len=None):
-        # mistakes that would otherwise read another word's row (or trip a CUDA assert) deep inside torch
+        # mistakes that would otherwise fail deep inside torch, or as a device-side assert on CUDA
         if idx.dim() != 2 or idx.size(1) == 0 or (max_len and idx.size(1) > max_len):
             raise ValueError(f"token ids must have shape (batch, time), 1 <= time <= block_size={max_len}, "
                              f"not {tuple(idx.shape)} (crop a longer sequence to its last block_size tokens)")
@@ -349,7 +349,8 @@ class Backpack(nn.Module):
     def estimate_mfu(self, sequences_per_iter, dt):
         """Model FLOPs utilization of an iteration of sequences_per_iter sequences of block_size tokens in
         dt seconds, against the GPU's dense bf16 peak; None where that is unknown (CPU, other GPUs)."""
-        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
+        device = self.wte.weight.device
+        gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
         peak = 312e12 if "A100" in gpu else 989e12 if ("H100" in gpu or "H200" in gpu) else None
         T = self.config.block_size
         return None if peak is None else self.flops_per_token(T) * T * sequences_per_iter / dt / peak
@@ -399,14 +400,15 @@ RELEASED_CONFIG = dict(block_size="n_positions", layer_norm_eps="layer_norm_epsi
 
 def released_to_ours(state, config_json):
     """(BackpackConfig, {our name: tensor}) from the released layout's tensors and its config.json."""
-    if config_json.get("scale_attn_by_inverse_layer_idx") is not True:
-        raise ValueError("config.json: a Backpack needs scale_attn_by_inverse_layer_idx=true")
+    tanh_gelu = config_json.get("activation_function", "gelu_new") in ("gelu_new", "gelu_pytorch_tanh")
+    if config_json.get("scale_attn_by_inverse_layer_idx") is not True or not tanh_gelu:
+        raise ValueError("config.json: a Backpack needs scale_attn_by_inverse_layer_idx=true and gelu_new")
     config = BackpackConfig(**{ours: config_json[theirs] for ours, theirs in RELEASED_CONFIG.items()})
     tensors = {}
     for key, t in state.items():
         if re.search(r"\.attn\.(masked_)?bias$", key):  # GPT-2's causal-mask buffers
             continue
-        prefix = next((p for p in RELEASED_PREFIXES if key.startswith(p)), "")
+        prefix = max((p for p in RELEASED_PREFIXES if key.startswith(p)), key=len, default="")  # the longest
         name = RELEASED_PREFIXES.get(prefix, "") + key[len(prefix):]
         t = t.t() if CONV1D.search(name) else t
         if name in tensors and not torch.equal(tensors[name], t):  # which of the two would the model be?

@@ -6,6 +6,7 @@ files (plain Python that assigns some of them) and --key=value arguments overrid
 
     python train.py config/train_backpack_micro.py --batch_size=8 --compile=True
     python senses.py --word science            # --key value works too; a bare --flag turns a boolean on
+    python sample.py --scale nurse:10=0 --scale doctor:10=0   # a setting whose default is a list collects
 
 Unlike nanoGPT's exec-based configurator, a misspelled key or a value of the wrong type is a one-line error
 (unknown config key --lerning_rate (did you mean --learning_rate?)), not a silent new global.
@@ -32,7 +33,7 @@ DOWNLOAD_CHUNK = 1 << 20  # a cut connection loses at most the chunk being read
 def configure(settings, argv, doc=""):
     """Apply the config files and --key=value (or --key value) arguments in argv to settings, a dict such as
     globals() whose current values give each key's default and type. Returns {key: value} of what argv set."""
-    known = [k for k, v in settings.items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))]
+    known = [k for k, v in settings.items() if not k.startswith("_") and isinstance(v, (bool, int, float, str, list))]
     given, args = {}, list(argv)
     while args:
         arg = args.pop(0)
@@ -58,6 +59,9 @@ def configure(settings, argv, doc=""):
                 text = "True"
             else:
                 raise ValueError(f"--{key} needs a value: --{key}=...")
+        if isinstance(settings[key], list):  # every value given is kept: --scale a --scale b
+            given[key] = settings[key] = given.get(key, []) + [text]
+            continue
         if isinstance(settings[key], str):
             value = text  # strings need no quotes: --init_from=resume
         else:
@@ -108,13 +112,17 @@ def convert(name, value, default):
             return float(value)
     elif kind is str:
         return str(value)
+    elif kind is list:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
     raise ValueError(f"{name} expects {'an' if kind is int else 'a'} {kind.__name__}, got {value!r}")
 
 
 def one_line_errors():
     """Make this script end on an expected error with one line on stderr, `script.py: message`, not a
     traceback: ValueError (bad settings or input), OSError (files, the disk, the network) and Ctrl-C.
-    Under torchrun only rank 0 prints. Any other exception is a bug, and keeps its traceback."""
+    Under torchrun, an error before the processes connect is the same on every rank, and only rank 0 prints
+    it; after that every rank prints its own. Any other exception is a bug, and keeps its traceback."""
     prog = os.path.basename(sys.argv[0])
 
     def hook(kind, error, tb):
@@ -122,8 +130,10 @@ def one_line_errors():
             return sys.__excepthook__(kind, error, tb)
         if isinstance(error, OSError) and error.filename:  # "No such file or directory" and the like
             error = f"{error.filename}: {error.strerror}"
-        if os.environ.get("RANK", "0") == "0":
-            print(f"{prog}: {'interrupted' if kind is KeyboardInterrupt else error}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")
+        if rank == "0" or torch.distributed.is_initialized():
+            where = "" if rank == "0" else f" (rank {rank})"
+            print(f"{prog}{where}: {'interrupted' if kind is KeyboardInterrupt else error}", file=sys.stderr)
     sys.excepthook = hook
 
 
@@ -177,7 +187,8 @@ def download(url, dest):
     progress line. Raises ConnectionError (run again later) or ValueError (the file is not what it should be)."""
     if os.path.isfile(dest):
         return dest
-    part, name, failures, total, mid_line, answered = dest + ".part", os.path.basename(dest), 0, None, False, False
+    part, name = dest + ".part", os.path.basename(dest)
+    failures, total, mid_line, answered = 0, None, False, False
     while True:
         have = os.path.getsize(part) if os.path.isfile(part) else 0
         try:
@@ -189,6 +200,9 @@ def download(url, dest):
                     start, size = int(m[1] or have), int(m[2])
                 elif r.status_code == 200:  # the whole file (no Range asked, or the server ignored it)
                     have, start, size = 0, 0, int(r.headers["Content-Length"]) if "Content-Length" in r.headers else None
+                elif r.status_code == 416:  # nothing at that byte: a stale .part longer than the file
+                    os.remove(part)
+                    raise requests.RequestException(f"the server has no byte {have:,} (deleted the .part)")
                 elif 400 <= r.status_code < 500 and r.status_code not in (408, 429):
                     raise ValueError(f"{url} answered HTTP {r.status_code}: check the name or the address")
                 else:
@@ -221,19 +235,19 @@ def download(url, dest):
                 break
             raise requests.RequestException(f"got {have:,} of {total:,} bytes")
         except requests.RequestException as e:
-            if isinstance(e, requests.ConnectionError) and not answered:  # no use retrying at once
+            if isinstance(e, requests.ConnectionError) and not answered and failures:  # no answer, twice
                 kept = f" ({have:,} bytes of it are kept in {part})" if have else ""
                 raise ConnectionError(f"cannot reach {urlparse(url).hostname} to download {dest}{kept}: no network "
-                                      "connection, or the host is down; run again later") from None
+                                      "connection, or the host is down; run again later, or use a local copy") from None
             # requests' own wording nests three exceptions deep: keep the part a person needs
             cut, os_error = re.search(r"IncompleteRead\((.*?)\)", str(e)), re.search(r"\[Errno [-\d]+\] ([^'\")]+)", str(e))
-            e = f"connection cut ({cut[1]})" if cut else os_error[1] if os_error else str(e)[:200]
+            reason = f"connection cut ({cut[1]})" if cut else os_error[1] if os_error else str(e)[:200]
             failures += 1
             if failures >= RETRIES:
                 kept = f"; the {have:,} bytes received are kept in {part}" if os.path.isfile(part) else ""
-                raise ConnectionError(f"download of {url} failed {RETRIES} times in a row ({e}){kept}: run again "
-                                      "to resume") from None
-            print(f"{chr(10) if mid_line else ''}{name}: {e}; trying again", file=sys.stderr, flush=True)
+                raise ConnectionError(f"download of {url} failed {RETRIES} times in a row ({reason}){kept}: run "
+                                      "again to resume") from None
+            print(f"{chr(10) if mid_line else ''}{name}: {reason}; trying again", file=sys.stderr, flush=True)
             mid_line = False
             time.sleep(RETRY_SLEEP * 2 ** (failures - 1))
     if mid_line:

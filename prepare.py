@@ -53,7 +53,6 @@ def with_eot(ids):
 
 
 # -- the Brown Corpus -----------------------------------------------------------------------------------------
-
 def prepare_brown(data_dir="data", val_fraction=0.05):
     """assets/brown.jsonl.xz -> DATA_DIR/brown/{train,val}.bin; returns that folder. Small: done in memory."""
     try:
@@ -78,7 +77,6 @@ def prepare_brown(data_dir="data", val_fraction=0.05):
 
 
 # -- your own text files ----------------------------------------------------------------------------------------
-
 def find_input_files(patterns):
     """Files, folders (searched recursively for .txt and .txt.gz) and globs -> sorted unique file paths."""
     found = set()
@@ -135,7 +133,6 @@ def prepare_input(patterns, name, data_dir="data", val_fraction=0.05, num_proc=N
 
 
 # -- OpenWebText --------------------------------------------------------------------------------------------
-
 def clean_owt_document(raw):
     # as the reference loader of Skylion007/openwebtext: runs of 3+ newlines become 2, then strip
     return re.sub("\n\n\n+", "\n\n", raw.decode("utf-8", errors="replace")).strip()

@@ -31,7 +31,7 @@ def load(source):
     if not os.path.exists(path):
         path = fetch(path)
     if os.path.isdir(path):
-        found = [f for f in ("ckpt.pt", "pytorch_model.bin", "model.safetensors") if os.path.isfile(os.path.join(path, f))]
+        found = [f for f in ("ckpt.pt", "model.safetensors", "pytorch_model.bin") if os.path.isfile(os.path.join(path, f))]
         if not found:
             raise FileNotFoundError(f"{path}/ has no ckpt.pt, pytorch_model.bin or model.safetensors; train a model "
                                     f"with `python train.py`, or use {HUB_NAME}")
@@ -54,7 +54,7 @@ def what_went_wrong(path, e):
             return "it is a Git LFS pointer, not the weights: run `git lfs pull` in its repository"
     if isinstance(e, KeyError):
         return f"{e} is missing from its config.json or checkpoint"
-    if isinstance(e, FileNotFoundError) and str(e).endswith("config.json'"):
+    if isinstance(e, FileNotFoundError) and str(e.filename).endswith("config.json"):
         return "it is neither train.py's ckpt.pt (no model_args) nor the released layout (no config.json beside it)"
     message = " ".join(str(e).split())  # torch's errors span several lines
     truncated = isinstance(e, (pickle.UnpicklingError, EOFError)) or "PytorchStreamReader" in message
@@ -85,8 +85,8 @@ def save_pretrained(model, path):
     code (config.json's auto_map names its two .py files, to copy beside it)."""
     c = model.config
     if not c.num_senses or not c.bias:
-        raise ValueError("save_pretrained: the released layout needs senses and biases; save this model with "
-                         "torch.save(model.state_dict(), ...) instead")
+        raise ValueError("save_pretrained: the released layout needs senses and biases; save this model as train.py "
+                         "does, torch.save({'model_args': asdict(model.config), 'model': model.state_dict()}, path)")
     state = {}
     for key, t in model.state_dict().items():
         t = t.detach().to("cpu", torch.float32)
@@ -111,7 +111,6 @@ def released_names(key):
 
 
 # -- the authors' Lightning checkpoints --------------------------------------------------------------------
-
 LIGHTNING_RULES = [  # regex rewrites, applied in turn, of the authors' training keys onto ours (all nn.Linear)
     (r"^model\.(transformer\.)?(gpt2_model\.)?", ""), (r"^lm_head\.", "wte."),
     (r"^(content_model\.)?embeddings\.word_embeddings\.", "wte."),  # tied aliases
@@ -139,9 +138,12 @@ def read_lightning(path):
     n_layer = len([k for k in sd if re.search(r"layers\.\d+\.mixer\.Wqkv\.weight$", k)])
     tensors = {}
     for key, t in sd.items():
+        name = key
         for pattern, repl in LIGHTNING_RULES + [(rf"^h\.{n_layer}\.ln_1\.", "ln_f.")]:  # the last norm2: ln_f
-            key = re.sub(pattern, repl, key)
-        tensors[key] = t
+            name = re.sub(pattern, repl, name)
+        if name in tensors and not torch.equal(tensors[name], t):  # which of the two would the model be?
+            raise ValueError(f"{key} differs from the tensor it is tied to")
+        tensors[name] = t
     if "wte.weight" not in tensors or "wpe.weight" not in tensors:
         raise ValueError("it has no word and position embeddings: not a Backpack's")
     (vocab_size, d), senses_out = tensors["wte.weight"].shape, tensors.get("sense_network.final_mlp.c_proj.weight")

@@ -4,7 +4,7 @@ Sample from a trained Backpack (or its matched Transformer), optionally with its
     python sample.py                                      # the model in out/, which `python train.py` writes
     python sample.py --start "The old man" --num_samples 3 --max_new_tokens 60
     python sample.py --init_from=stanfordnlp/backpack-gpt2 --start=FILE:prompt.txt --temperature=0
-    python sample.py --scale "nurse:10=0" --edit "MacBook:Apple->HP" --topic food,dining   # see senses.py
+    python sample.py --scale nurse:10=0 --edit "MacBook:Apple->HP" --topic food,dining   # see senses.py
 
 --start is the text to continue, or FILE:path to read it from a file; "<|endoftext|>" in it is the end-of-text
 token. An empty prompt starts from that token alone (an unconditional sample). A prompt longer than the
@@ -31,24 +31,24 @@ top_k = 200  # sample from the top_k most likely tokens; 0: from all
 seed = 1337
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = "auto"  # 'auto': bfloat16 on CUDA where supported, else float16; float32 on CPU
-# edits of senses (senses.py), which hold wherever the word occurs; several of a kind separated by ';'
-scale = ""  # WORD:SENSE=FACTOR[,SENSE=FACTOR...]: nurse:10=0 removes sense 10 of ' nurse'
-edit = ""  # WORD:OLD->NEW, the paper's knowledge edit: MacBook:Apple->HP
+# edits of senses (senses.py), which hold wherever the word occurs; --scale and --edit can be given several times
+scale = []  # WORD:SENSE=FACTOR[,SENSE=FACTOR...]: nurse:10=0 removes sense 10 of ' nurse'
+edit = []  # WORD:OLD->NEW, the paper's knowledge edit: MacBook:Apple->HP
 topic = ""  # steer towards a topic: comma-separated words, e.g. food,dining
 strength = 2  # --topic's boost: 1, 2 or 3
-topic_vocab = 0 if torch.cuda.is_available() else 5000  # --topic scores the N most common words (0: all: slow on CPU)
+topic_vocab = 5000  # --topic scores the N most common words; 0: all (the default on CUDA; slow on a CPU)
 one_line_errors()
-configure(globals(), sys.argv[1:], __doc__)
+given = configure(globals(), sys.argv[1:], __doc__)
 if num_samples < 1 or max_new_tokens < 0 or temperature < 0 or top_k < 0:
     raise ValueError("--num_samples must be >= 1, --max_new_tokens >= 0, --temperature >= 0 and --top_k >= 0")
 device_type, dtype, autocast = device_and_autocast(device, dtype)
+topic_vocab = 0 if device_type == "cuda" and "topic_vocab" not in given else topic_vocab
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `python sample.py | head` ends quietly
 torch.manual_seed(seed)
 
 enc = get_tokenizer()
 model = load(out_dir if init_from == "resume" else init_from).to(device)
-apply_interventions(model, enc, scale.split(";") if scale else [], edit.split(";") if edit else [], topic, strength,
-                    topic_vocab, log=lambda note: print(note, file=sys.stderr))
+apply_interventions(model, enc, scale, edit, topic, strength, topic_vocab, log=lambda note: print(note, file=sys.stderr))
 if start.startswith("FILE:"):
     with open(start[5:], encoding="utf-8") as f:
         start = f.read()
@@ -61,7 +61,7 @@ if len(ids) > model.config.block_size:
           f"keeping its last {model.config.block_size}", file=sys.stderr)
     ids = ids[-model.config.block_size:]
 x = torch.tensor([ids], device=device).expand(num_samples, -1)  # all samples in one batch
-with torch.no_grad(), autocast:
+with autocast:
     y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k)
 for row in y.tolist():
     print(enc.decode(row[1:] if ids == [EOT] else row))  # an unconditional sample: only what the model wrote

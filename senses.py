@@ -46,7 +46,6 @@ TOPIC_QUANTILES = (0.95, 0.80, 0.60)
 
 
 # -- words and tokens ---------------------------------------------------------------------------------------
-
 def word_ids(enc, word):
     """The GPT-2 tokens of a word as it appears inside text: with one leading space."""
     if not word.strip():
@@ -58,10 +57,13 @@ def single_token(enc, text, what):
     """The id of text, which must be exactly one token (taken verbatim: ' she' is the word inside text)."""
     ids = enc.encode(text, allowed_special={"<|endoftext|>"})
     if len(ids) != 1:
-        pieces = " + ".join(repr(enc.decode([i])) for i in ids)
-        raise ValueError(f"{what} {text!r} must be one token, but it is {len(ids)}: {pieces}"
+        raise ValueError(f"{what} {text!r} must be one token, but it is {len(ids)}: {pieces(enc, ids)}"
                          + ("" if text.startswith(" ") else f" (a word inside text has a leading space: ' {text}')"))
     return ids[0]
+
+
+def pieces(enc, ids):
+    return " + ".join(repr(enc.decode([i])) for i in ids)
 
 
 def show(enc, token_id):
@@ -82,7 +84,6 @@ def decimals(values):
 
 
 # -- what a sense says: E C(x)_l over the vocabulary ----------------------------------------------------------
-
 @torch.no_grad()
 def sense_vocab_scores(model, token_id):
     """(k, 50257): the raw logit contributions E C(x)_l of each sense of one token (the padding ids dropped)."""
@@ -101,7 +102,6 @@ def sense_table(model, enc, token_id, top=5):
 
 
 # -- what drives a prediction: (context word, sense) contributions --------------------------------------------
-
 @torch.no_grad()
 def contributions(model, idx, target, position=-1):
     """(k, T) tensor of alpha[l, i, j] * (E C(x_j)_l)[target] at position i, and the model's logit there. idx is
@@ -116,17 +116,11 @@ def contributions(model, idx, target, position=-1):
 
 
 # -- word similarity (the paper's section 5.2) ----------------------------------------------------------------
-
 def rankdata(x):
     """Ranks 1..n of x, ties getting the average of the ranks they span (as scipy.stats.rankdata)."""
-    x = np.asarray(x, dtype=np.float64)
-    order = np.argsort(x, kind="mergesort")
-    ranks, sorted_x, start = np.empty(len(x)), x[order], 0
-    for end in range(1, len(x) + 1):
-        if end == len(x) or sorted_x[end] != sorted_x[start]:
-            ranks[order[start:end]] = (start + 1 + end) / 2  # the average of ranks start+1..end
-            start = end
-    return ranks
+    _, where, counts = np.unique(np.asarray(x, dtype=np.float64), return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)  # the highest rank of each distinct value; its lowest is last - count + 1
+    return ((last - counts + 1 + last) / 2)[where]
 
 
 def spearman(x, y):
@@ -161,14 +155,12 @@ def is_number(text):
 
 
 @torch.no_grad()
-def word_senses(model, enc, words, batch=512):
+def word_senses(model, enc, words):
     """{word: (k, d) sense vectors}, a word of several subwords getting their average; and {word: its ids}."""
     ids = {w: word_ids(enc, w) for w in words}
-    unique, table = sorted({i for v in ids.values() for i in v}), {}
-    for start in range(0, len(unique), batch):
-        chunk = unique[start:start + batch]
-        senses = model.senses(torch.tensor([chunk], device=model.wte.weight.device))[0].transpose(0, 1)  # (n, k, d)
-        table.update(zip(chunk, senses.float().cpu()))
+    unique = sorted({i for v in ids.values() for i in v})
+    senses = model.senses(torch.tensor([unique], device=model.wte.weight.device))[0].transpose(0, 1)  # (n, k, d)
+    table = dict(zip(unique, senses.float().cpu()))
     return {w: torch.stack([table[i] for i in v]).mean(0) for w, v in ids.items()}, ids
 
 
@@ -176,7 +168,7 @@ def similarity_eval(model, enc, pairs):
     """Spearman rho of sim_l(a, b) = cos(C(a)_l, C(b)_l) against the gold scores, for every sense l, and of
     sim_min = the min over l. Returns ({l: rho, "min": rho}, the number of words split into subwords)."""
     if len(pairs) < 2:
-        raise ValueError(f"need at least 2 word pairs, got {len(pairs)}")
+        raise ValueError(f"need at least 2 word1<TAB>word2<TAB>score pairs, got {len(pairs)}")
     vectors, ids = word_senses(model, enc, {w for a, b, _ in pairs for w in (a, b)})
     a, b = (torch.stack([vectors[p[n]] for p in pairs]) for n in (0, 1))  # (n, k, d)
     sims = torch.nn.functional.cosine_similarity(a, b, dim=-1).numpy()  # (n, k)
@@ -187,7 +179,6 @@ def similarity_eval(model, enc, pairs):
 
 
 # -- the paper's gender-bias measurement (section 6.2) --------------------------------------------------------
-
 def bias_prompts(enc, professions=PROFESSIONS, templates=BIAS_PROMPTS):
     """([(profession id, prompt ids)], the professions skipped because they are several tokens)."""
     prompts, skipped = [], []
@@ -237,7 +228,6 @@ def gender_bias(model, enc, sense=10, factor=0.0, professions=PROFESSIONS, templ
 
 
 # -- the paper's interventions: persistent edits of senses (Backpack.edit_senses) -----------------------------
-
 def scale_sense(model, token_id, factors):
     """Multiply senses of a word wherever it occurs: factors {sense: factor}; {10: 0.0} removes sense 10 (the paper's
     gender-bias fix). The same as scaling alpha[:, l, :, j] at every position j of the word."""
@@ -252,6 +242,8 @@ def edit_knowledge(model, token_id, old_id, new_id):
     """The paper's knowledge edit (MacBook: Apple -> HP) wherever the word occurs: in each of its senses, what
     predicts old_id moves onto new_id. With e_r, e_a the output embeddings of old_id and new_id:
     c = C(x)_l . e_r / |e_r|^2,  C'(x)_l = C(x)_l - c e_r + c e_a |e_r|^2 / |e_a|^2."""
+    if not (0 <= old_id < model.config.vocab_size and 0 <= new_id < model.config.vocab_size):  # -1: a padding row
+        raise ValueError(f"edit_knowledge: token ids must be in [0, {model.config.vocab_size})")
     e_r, e_a = model.wte.weight[old_id].detach(), model.wte.weight[new_id].detach()
     r2, a2 = e_r @ e_r, e_a @ e_a
 
@@ -284,8 +276,7 @@ def every_subword(enc, word, what, log):
     """The ids of a word, saying so when it is several subwords (an edit then applies to each)."""
     ids = word_ids(enc, word)
     if len(ids) > 1:
-        pieces = " + ".join(repr(enc.decode([i])) for i in ids)
-        log(f"note: {what}: {' ' + word.strip()!r} is {len(ids)} subwords ({pieces}); applied to each")
+        log(f"note: {what}: {' ' + word.strip()!r} is {len(ids)} subwords ({pieces(enc, ids)}); applied to each")
     return ids
 
 
@@ -330,7 +321,7 @@ def topic_control(model, enc, words, strength=2, topic_vocab=None, log=print):
     positive vocabulary mass falls on the topic's bag of words, and boost the best-scoring senses (topic_boosts),
     persistently; no annealing. topic_vocab: score (and boost) only the words with the topic_vocab lowest ids
     (the earliest BPE merges, roughly the most common words); 0: all, as the paper. Scoring n words costs
-    2 n k 50257 d FLOPs (60 TFLOPs for all of Small's: seconds on a GPU, tens of minutes on a laptop), so None
+    2 n k 50257 d FLOPs (62 TFLOPs for all of Small's: seconds on a GPU, tens of minutes on a laptop), so None
     means every word on CUDA, 5000 elsewhere. Returns the number of words edited."""
     if strength not in TOPIC_BOOSTS:
         raise ValueError(f"--strength must be 1, 2 or 3, got {strength}")
@@ -364,6 +355,8 @@ def topic_control(model, enc, words, strength=2, topic_vocab=None, log=print):
 def apply_interventions(model, enc, scale=(), edit=(), topic="", strength=2, topic_vocab=None, log=print):
     """What sample.py's --scale, --edit and --topic ask for, in that order, on every subword of each word.
     OLD and NEW of an edit must be single tokens with a leading space (' Apple', ' HP')."""
+    if (scale or edit or topic) and not model.config.num_senses:
+        raise ValueError("--scale, --edit and --topic edit senses: this model has none (num_senses=0)")
     for spec in scale:
         word, factors = parse_scale(spec)
         for i in every_subword(enc, word, "--scale", log):
@@ -378,15 +371,14 @@ def apply_interventions(model, enc, scale=(), edit=(), topic="", strength=2, top
 
 
 # -- the command line: one function per mode ------------------------------------------------------------------
-
 def print_word(model, enc, word, subword=0, top=5):
     ids = word_ids(enc, word)
     if not 0 <= subword < len(ids):
         raise ValueError(f"--subword {subword} is out of range: {word.strip()!r} has {len(ids)} "
                          f"subword{'s' * (len(ids) > 1)}")
-    tid, pieces = ids[subword], " + ".join(repr(enc.decode([i])) for i in ids)
+    tid = ids[subword]
     head = f"{' ' + word.strip()!r} = token {tid}" if len(ids) == 1 else (
-        f"{' ' + word.strip()!r} is {len(ids)} subwords ({pieces}); showing subword {subword}, "
+        f"{' ' + word.strip()!r} is {len(ids)} subwords ({pieces(enc, ids)}); showing subword {subword}, "
         f"{enc.decode([tid])!r} = token {tid} (--subword to choose)")
     print(head + f"; E C(x)_l scores over the vocabulary, top and bottom {top} per sense")
     rows = sense_table(model, enc, tid, min(top, GPT2_VOCAB))
@@ -402,7 +394,7 @@ def print_context(model, enc, context, target="", position=-1, top=5):
     ids = enc.encode(context, allowed_special={"<|endoftext|>"})
     if len(ids) > model.config.block_size:
         raise ValueError(f"--context is {len(ids)} tokens, more than the model's block_size {model.config.block_size}")
-    if not -len(ids) <= position < len(ids):
+    if not -len(ids) <= position < len(ids):  # before anything is printed
         raise ValueError(f"--position {position} is outside the context's {len(ids)} tokens")
     idx = torch.tensor([ids], device=model.wte.weight.device)
     if not target:
@@ -434,8 +426,6 @@ def print_context(model, enc, context, target="", position=-1, top=5):
 
 def print_similarity(model, enc, path):
     pairs, skipped = read_similarity(path)
-    if len(pairs) < 2:
-        raise ValueError(f"{path} has {len(pairs)} word1<TAB>word2<TAB>score lines; need at least 2")
     result, n_split = similarity_eval(model, enc, pairs)
     print(f"{path}: {len(pairs)} word pairs" + (f" ({skipped} other lines skipped)" if skipped else "")
           + f"; {n_split} words are several subwords (their senses averaged)")
@@ -459,7 +449,8 @@ def print_bias(model, enc, sense=10, factor=0.0):
 
 
 def main(argv):
-    s = dict(init_from="", out_dir="out", device="cpu",  # the model: --init_from, else the train.py run in out_dir
+    s = dict(init_from="resume", out_dir="out",  # the model: 'resume' (the train.py run in out_dir) or as pretrained.load
+             device="cuda" if torch.cuda.is_available() else "cpu",
              word="", subword=0, top=5,  # --word: the sense table of a word (which subword, how many words per sense)
              context="", target="", position=-1,  # --context: its prediction at --position (the last) of --target
              similarity="",  # a word1<TAB>word2<TAB>score file
@@ -470,10 +461,11 @@ def main(argv):
         raise ValueError("give one of --word WORD, --context TEXT, --similarity FILE or --bias (python senses.py --help)")
     if s["top"] < 1:
         raise ValueError("--top must be >= 1")
-    device_and_autocast(s["device"], "float32")
-    enc, model = get_tokenizer(), load(s["init_from"] or s["out_dir"]).to(s["device"])
+    device_and_autocast(s["device"], "float32")  # only to check --device: the analyses run in float32
+    source = s["out_dir"] if s["init_from"] == "resume" else s["init_from"]
+    enc, model = get_tokenizer(), load(source).to(s["device"])
     if not model.config.num_senses:
-        raise ValueError(f"the model in {s['init_from'] or s['out_dir']} has no senses (num_senses=0: a matched Transformer)")
+        raise ValueError(f"the model in {source} has no senses (num_senses=0: a matched Transformer)")
     if modes == ["word"]:
         print_word(model, enc, s["word"], s["subword"], s["top"])
     elif modes == ["context"]:

@@ -61,7 +61,7 @@ def test_tokenizer_sha_check(tmp_path):
     bad.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="corrupt"):
         tokenizer.load_ranks(str(bad))
-    with pytest.raises(OSError, match="cannot read"):
+    with pytest.raises(FileNotFoundError, match="missing.tiktoken"):
         tokenizer.load_ranks(str(tmp_path / "missing.tiktoken"))
 
 

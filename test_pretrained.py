@@ -373,6 +373,17 @@ def test_lightning_checkpoint_loads_without_running_its_code(tmp_path, hyper_par
     assert TRIPPED
 
 
+def test_lightning_checkpoint_with_tied_copies_that_differ_is_refused(tmp_path):
+    model = tiny(seed=5, n_embd=128, n_head=2, n_layer=2)
+    path = write_lightning(tmp_path / "tied.ckpt", model, {"n_head": 2})
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["state_dict"]["model.lm_head.weight"] = ckpt["state_dict"]["model.lm_head.weight"] + 1
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError) as e:
+        load(path)
+    one_line_error(e, "tied.ckpt", "differs from the tensor it is tied to")
+
+
 def test_lightning_checkpoint_without_its_number_of_heads_is_refused(tmp_path):
     path = write_lightning(tmp_path / "odd.ckpt", tiny(n_embd=128, n_head=2, n_layer=2))
     with pytest.raises(ValueError) as e:
@@ -450,6 +461,9 @@ def test_wrong_configs_are_refused(tmp_path, released):
     with pytest.raises(ValueError) as e:
         load(write_released(tmp_path / "a", reference, scale_attn_by_inverse_layer_idx=False))
     one_line_error(e, "scale_attn_by_inverse_layer_idx")
+    with pytest.raises(ValueError) as e:  # this code computes the tanh GELU: another would be silently wrong
+        load(write_released(tmp_path / "relu", reference, activation_function="relu"))
+    one_line_error(e, "gelu_new")
     with pytest.raises(ValueError) as e:
         load(write_released(tmp_path / "b", reference, num_senses=None))
     one_line_error(e, "num_senses", "config.json")
@@ -551,6 +565,7 @@ class Server:
 @pytest.fixture
 def serve(tmp_path, monkeypatch):
     servers = []
+    monkeypatch.setattr(common, "RETRY_SLEEP", 0.0)
     monkeypatch.setattr(common, "DOWNLOAD_CHUNK", 1024)  # a cut connection keeps what arrived: files here are small
     monkeypatch.setenv("BACKPACK_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")

@@ -100,6 +100,8 @@ def test_edit_knowledge_formula_on_hand_made_vectors():
     E = model.wte.weight
     torch.testing.assert_close(expected @ E[new], hand @ E[new] + hand @ E[old])
     torch.testing.assert_close(expected @ E[old], torch.zeros(2))
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 64\)"):  # -1 would be a padding row
+        senses.edit_knowledge(model, word, -1, new)
 
 
 # 3. Spearman
@@ -226,6 +228,8 @@ def test_apply_interventions(enc):
         senses.apply_interventions(model, enc, scale=["nurse:4=0"])
     with pytest.raises(ValueError, match="--scale"):
         senses.apply_interventions(model, enc, scale=["  :1=0"])
+    with pytest.raises(ValueError, match="this model has none"):  # the matched Transformer
+        senses.apply_interventions(gpt2_model(num_senses=0), enc, topic="food")
 
 
 def test_topic_boost_bands():
@@ -369,7 +373,7 @@ def test_cli_a_model_without_senses(tmp_path):
 def test_sample_py_interventions(ckpt_dir):
     run = lambda *argv: subprocess.run([sys.executable, "sample.py", "--init_from", ckpt_dir, "--device=cpu", *argv],
                                        capture_output=True, text=True, cwd=REPO)  # noqa: E731
-    p = run("--start", "The nurse", "--num_samples", "1", "--max_new_tokens", "3", "--scale", "nurse:1=0;ThinkPad:0=2",
+    p = run("--start", "The nurse", "--num_samples", "1", "--max_new_tokens", "3", "--scale", "nurse:1=0", "--scale", "ThinkPad:0=2",
             "--edit", "MacBook:Apple->HP", "--topic", "food", "--topic_vocab", "50")
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("The nurse") and "' ThinkPad' is 2 subwords" in p.stderr

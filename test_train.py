@@ -252,8 +252,10 @@ def test_settings_from_files_and_both_argument_forms(tmp_path):
     s = dict(learning_rate=3e-3, name="", flag=False, steps=10, start="")
     given = configure(s, [str(config), "--steps", "1e3", "--flag", "--start", "The old man", "--name=y"], "")
     assert s == dict(learning_rate=1e-3, name="y", flag=True, steps=1000, start="The old man") and given == s
-    configure(s, ["--flag", "false", "--start=--x"], "")
-    assert s["flag"] is False and s["start"] == "--x"
+    configure(s, ["--flag", "false", "--start=--x", "--steps=2", "--steps", "3"], "")  # the last value wins
+    assert s["flag"] is False and s["start"] == "--x" and s["steps"] == 3
+    edits = dict(scale=[])  # a list collects every value: --scale a --scale b
+    assert configure(edits, ["--scale", "nurse:10=0", "--scale=ThinkPad:0=2"], "") == {"scale": ["nurse:10=0", "ThinkPad:0=2"]}
     for argv, message in [(["--steps"], "--steps needs a value"), (["--steps", "ten"], "--steps expects an int"),
                           (["The old man"], "is neither a --key=value setting nor a config file")]:
         with pytest.raises(ValueError, match=message):

@@ -22,11 +22,8 @@ R50K_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|
 
 def load_ranks(path=RANKS_PATH, expected_sha256=RANKS_SHA256):
     """{token bytes: rank} from a .tiktoken file (lines of `base64 rank`), checked against its sha256."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise OSError(f"cannot read the GPT-2 ranks {path}: {e.strerror}") from None
+    with open(path, "rb") as f:
+        data = f.read()
     digest = hashlib.sha256(data).hexdigest()
     if digest != expected_sha256:
         raise ValueError(f"{path} is corrupt (sha256 {digest}, expected {expected_sha256}); restore it from git")

@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from backpack import Backpack, BackpackConfig
 from common import atomic_write, configure, device_and_autocast, one_line_errors
+from prepare import prepare_brown
 from pretrained import load
 
 # -----------------------------------------------------------------------------------------------------------
@@ -75,22 +76,22 @@ dtype = "auto"  # 'auto': bfloat16 on CUDA where supported, else float16 (with l
 compile = False  # torch.compile the model
 seed = 1337
 # -----------------------------------------------------------------------------------------------------------
+setting_names = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))]
 one_line_errors()
 given = configure(globals(), sys.argv[1:], __doc__)  # the settings this command sets
-ckpt = None
+ckpt_path, ckpt = os.path.join(out_dir, "ckpt.pt"), None
 if init_from == "resume":
-    if not os.path.exists(os.path.join(out_dir, "ckpt.pt")):
-        raise FileNotFoundError(f"--init_from=resume, but {os.path.join(out_dir, 'ckpt.pt')} does not exist; start "
-                                "a run with --init_from=scratch (or set --out_dir)")
+    if not os.path.exists(ckpt_path):
+        raise FileNotFoundError(f"--init_from=resume, but {ckpt_path} does not exist; start a run with "
+                                "--init_from=scratch (or set --out_dir)")
     try:
-        ckpt = torch.load(os.path.join(out_dir, "ckpt.pt"), map_location="cpu", weights_only=True)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, or not a checkpoint
-        raise ValueError(f"cannot read {out_dir}/ckpt.pt (truncated, or not a train.py checkpoint?): {e}") from None
+        raise ValueError(f"cannot read {ckpt_path} (truncated, or not a train.py checkpoint?): {e}") from None
     # a resumed run continues as it was configured: the settings saved with it, except those given now
-    resumed = {k for k in ckpt["config"] if k in globals() and k not in given and k not in ("init_from", "out_dir")}
-    globals().update({k: ckpt["config"][k] for k in resumed - {"device", "dtype"}})
-config = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
-ckpt_path = os.path.join(out_dir, "ckpt.pt")
+    globals().update({k: v for k, v in ckpt["config"].items() if k in setting_names and k not in given
+                      and k not in ("init_from", "out_dir", "device", "dtype")})
+config = {k: globals()[k] for k in setting_names}  # saved with every checkpoint
 ARCH_KEYS = ("block_size", "n_layer", "n_head", "n_embd", "num_senses", "sense_intermediate_scale", "bias")
 
 if decay_lr not in ("linear", "cosine", "constant"):
@@ -102,24 +103,8 @@ device_type, dtype, autocast = device_and_autocast(device, dtype)
 
 # -- processes: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE ------------------------------------------------
 ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-rank, local_rank, world_size = 0, 0, 1
-if ddp:
-    rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
-    if device_type == "cuda":
-        device = f"cuda:{local_rank}"
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")) if ddp else (0, 0, 1)
 master = rank == 0
-torch.backends.cuda.matmul.allow_tf32 = True
-torch.backends.cudnn.allow_tf32 = True
-if device_type == "cpu":
-    # glibc hands big freed blocks (the logits: batch x block_size x 50k floats) back to the OS and faults them in
-    # again on the next step; keeping them makes a CPU step about 1.5x faster. Not glibc: nothing to do.
-    with contextlib.suppress(OSError):
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: blocks up to 1 GiB come from the heap, not fresh mmaps
-        libc.mallopt(-1, (1 << 31) - 1)  # M_TRIM_THRESHOLD: keep freed heap memory for the next step
-        libc.mallopt(-2, 1 << 28)  # M_TOP_PAD: grow the heap in 256 MiB steps
 
 
 def log(*args):
@@ -142,24 +127,39 @@ grad_accum = math.ceil(sequences_per_process / batch_size)
 while sequences_per_process % grad_accum:
     grad_accum += 1
 micro_batch = sequences_per_process // grad_accum
-log(f"tokens per step {tokens_per_step:,} = {micro_batch} seqs x {block_size} tokens x {world_size} "
-    f"rank{'s' if world_size > 1 else ''} x {grad_accum} accumulation step{'s' if grad_accum > 1 else ''}")
 
-# -- data ---------------------------------------------------------------------------------------------------
+# -- data: checked before the processes connect, so that a mistake is printed once --------------------------
 data_path = {split: os.path.join(data_dir, dataset, f"{split}.bin") for split in ("train", "val")}
-if not os.path.exists(data_path["train"]) and dataset == "brown":
-    if master:
-        log(f"{data_path['train']} not found: preparing the Brown corpus (once)")
-        import prepare
-        prepare.prepare_brown(data_dir=data_dir)
-    if ddp:
-        dist.barrier()
 for split, path in data_path.items():
-    if not os.path.exists(path):
+    if not os.path.exists(path) and dataset != "brown":  # Brown is prepared below
         raise FileNotFoundError(f"{path} not found; prepare the data first (python prepare.py --dataset={dataset}) "
                                 f"or point --data_dir at the folder holding {dataset}/")
-    if len(np.memmap(path, dtype=np.uint16, mode="r")) <= block_size:
+    if os.path.exists(path) and len(np.memmap(path, dtype=np.uint16, mode="r")) <= block_size:
         raise ValueError(f"{path} holds fewer than block_size+1={block_size + 1} tokens")
+prepare_brown_first = not all(os.path.exists(p) for p in data_path.values())  # decided by every rank alike
+if ddp:
+    if device_type == "cuda":
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+log(f"tokens per step {tokens_per_step:,} = {micro_batch} seqs x {block_size} tokens x {world_size} "
+    f"rank{'s' if world_size > 1 else ''} x {grad_accum} accumulation step{'s' if grad_accum > 1 else ''}")
+if prepare_brown_first:
+    if master:
+        log(f"{os.path.dirname(data_path['train'])}/ not found: preparing the Brown corpus (once)")
+        prepare_brown(data_dir=data_dir)
+    if ddp:
+        dist.barrier()
+torch.backends.cuda.matmul.allow_tf32 = True
+torch.backends.cudnn.allow_tf32 = True
+if device_type == "cpu":
+    # glibc hands big freed blocks (the logits: batch x block_size x 50k floats) back to the OS and faults them in
+    # again on the next step; keeping them makes a CPU step about 1.5x faster. Not glibc: nothing to do.
+    with contextlib.suppress(OSError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: blocks up to 1 GiB come from the heap, not fresh mmaps
+        libc.mallopt(-1, (1 << 31) - 1)  # M_TRIM_THRESHOLD: keep freed heap memory for the next step
+        libc.mallopt(-2, 1 << 28)  # M_TOP_PAD: grow the heap in 256 MiB steps
 
 
 def get_batch(split, key, first, count):

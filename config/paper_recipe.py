@@ -9,8 +9,8 @@
 #
 # On 4 GPUs a step is 32 sequences x 512 tokens x 4 GPUs x 8 accumulation steps; on another number of GPUs
 # the accumulation steps follow (train.py prints the split). batch_size=32 peaked at 7.8, 10.9 and 14.6 GiB
-# of GPU memory for Backpack micro, mini and small on an H100 (bf16, compiled; 12.2 GiB for the
-# Transformer-Small): it fits A100-40GB and H100-80GB alike.
+# of GPU memory for Backpack micro, mini and small (12.2 GiB for the Transformer-Small) in train.py on an
+# H100, bf16, compiled, with an earlier version of this code: it fits A100-40GB and H100-80GB alike.
 
 dataset = "openwebtext"
 eval_interval = 1000
