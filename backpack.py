@@ -55,13 +55,14 @@ class BackpackConfig:
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self):  # n_layer=-1 would build no layers at all, and dropout=1 zero everything
-        sizes = (self.block_size, self.vocab_size, self.n_layer, self.n_head, self.n_embd)
-        if min(*sizes, self.sense_intermediate_scale) < 1 or self.num_senses < 0 or not 0 <= self.dropout < 1:
-            raise ValueError(f"BackpackConfig: sizes must be >= 1, num_senses >= 0, 0 <= dropout < 1: {self}")
-        # each head gets n_embd/n_head features, and each sense n_embd/num_senses query and key features
-        if self.n_embd % self.n_head or (self.num_senses and self.n_embd % self.num_senses):
-            raise ValueError(f"BackpackConfig: n_embd={self.n_embd} must be divisible by n_head="
-                             f"{self.n_head} and by num_senses={self.num_senses}")
+        c = self  # n_embd=64.0 would fail deep inside torch
+        sizes = (c.block_size, c.vocab_size, c.n_layer, c.n_head, c.n_embd, c.sense_intermediate_scale)
+        ints = all(type(v) is int for v in sizes + (c.num_senses,)) and type(c.dropout) in (int, float)
+        if not ints or min(sizes) < 1 or c.num_senses < 0 or not 0 <= c.dropout < 1:
+            raise ValueError(f"BackpackConfig: want int sizes >= 1 (num_senses >= 0), dropout in [0, 1): {c}")
+        if c.n_embd % c.n_head or (c.num_senses and c.n_embd % c.num_senses):  # features per head, per sense
+            raise ValueError(f"BackpackConfig: n_embd={c.n_embd} must be divisible by n_head={c.n_head} "
+                             f"and by num_senses={c.num_senses}")
 
 
 # -- the GPT-2 network ------------------------------------------------------------------------------------
@@ -250,7 +251,7 @@ class Backpack(nn.Module):
 
     def _check(self, idx, max_len=None):
         # mistakes that would otherwise fail deep inside torch, or as a device-side assert on CUDA
-        if idx.dim() != 2 or idx.size(1) == 0 or (max_len and idx.size(1) > max_len):
+        if idx.dim() != 2 or 0 in idx.shape or (max_len and idx.size(1) > max_len):
             raise ValueError(f"token ids must have shape (batch, time), 1 <= time <= block_size={max_len}, "
                              f"not {tuple(idx.shape)} (crop a longer sequence to its last block_size tokens)")
         if not torch.compiler.is_compiling():
@@ -285,6 +286,9 @@ class Backpack(nn.Module):
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
         """Continue idx (B, T) by max_new_tokens tokens; temperature=0 takes the most likely token.
         Past block_size the model sees the last block_size tokens, exactly like an uncached run."""
+        self._check(idx)  # a 1-D prompt would fail below
+        if temperature < 0 or (top_k or 0) < 0:  # a negative temperature would pick the least likely tokens
+            raise ValueError(f"generate: temperature and top_k must be >= 0, got {temperature} and {top_k}")
         block_size, cache = self.config.block_size, None
         for _ in range(max_new_tokens):
             if cache is None or cache["length"] == block_size:  # the window slides and every position
@@ -320,8 +324,8 @@ class Backpack(nn.Module):
         finally:
             self.train(training)
         new = edit(current.clone())
-        if new.shape != current.shape:  # a (d,) vector would broadcast over all k senses
-            raise ValueError(f"edit_senses: the edit returned {tuple(new.shape)}, not {tuple(current.shape)}")
+        if getattr(new, "shape", None) != current.shape:  # a (d,) vector would broadcast over all k senses
+            raise ValueError(f"edit_senses: the edit must return a {tuple(current.shape)} tensor")
         self.sense_edits[token_id] = new.detach()
         return new
 
@@ -346,14 +350,13 @@ class Backpack(nn.Module):
             flops += 6 * k * T * d  # the weighted sum: each of the k senses is a d-wide value
         return flops
 
-    def estimate_mfu(self, sequences_per_iter, dt):
-        """Model FLOPs utilization of an iteration of sequences_per_iter sequences of block_size tokens in
-        dt seconds, against the GPU's dense bf16 peak; None where that is unknown (CPU, other GPUs)."""
-        device = self.wte.weight.device
-        gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    def estimate_mfu(self, sequences, dt):
+        """Model FLOPs utilization of an iteration of that many sequences of block_size tokens in dt seconds,
+        against the GPU's dense bf16 peak; None where that is unknown (CPU, other GPUs)."""
+        gpu = torch.cuda.get_device_name(self.wte.weight.device) if self.wte.weight.is_cuda else ""
         peak = 312e12 if "A100" in gpu else 989e12 if ("H100" in gpu or "H200" in gpu) else None
-        T = self.config.block_size
-        return None if peak is None else self.flops_per_token(T) * T * sequences_per_iter / dt / peak
+        flops = self.flops_per_token() * self.config.block_size * sequences  # the iteration's
+        return None if peak is None else flops / dt / peak
 
     # -- loading ---------------------------------------------------------------------------------------
     @classmethod

@@ -38,11 +38,11 @@ gen_tokens = 512
 train = True  # False skips the training benchmark
 dedup = True
 capture_unique = False
+allowed = dict(preset=("micro", "mini", "small"), batch_size="[1, inf)", block_size="[1, inf)", steps="[1, inf)",
+               warmup="[0, inf)", dtype=("bfloat16", "float16", "float32"), dataset="[1, inf)", gen_tokens="[1, inf)")
 one_line_errors()
-given = configure(globals(), sys.argv[1:], __doc__)
+given = configure(globals(), sys.argv[1:], __doc__, allowed)  # an interval for a number (inf: none), a string's choices
 PRESETS = {"micro": (384, 6, 6), "mini": (640, 8, 8), "small": (768, 12, 12)}  # n_embd, n_layer, n_head; k = 16
-if preset not in PRESETS:
-    raise ValueError(f"--preset must be micro, mini or small, not {preset!r}")
 device_type, dtype, autocast = device_and_autocast(device, dtype)
 if device_type == "cpu" and "device" not in given and (preset != "micro" or batch_size * block_size > 4096):
     raise ValueError(f"there is no GPU here, and --preset={preset} at batch {batch_size} x {block_size} is a GPU "

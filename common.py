@@ -8,13 +8,15 @@ files (plain Python that assigns some of them) and --key=value arguments overrid
     python senses.py --word science            # --key value works too; a bare --flag turns a boolean on
     python sample.py --scale nurse:10=0 --scale doctor:10=0   # a setting whose default is a list collects
 
-Unlike nanoGPT's exec-based configurator, a misspelled key or a value of the wrong type is a one-line error
-(unknown config key --lerning_rate (did you mean --learning_rate?)), not a silent new global.
+Unlike nanoGPT's exec-based configurator, a misspelled key, a value of the wrong type or one outside the
+values a script declares allowed is a one-line error (unknown config key --lerning_rate (did you mean
+--learning_rate?); --dropout must be in [0, 1), got 1.5), not a silent new global or a wrong run.
 """
 
 import contextlib
 import difflib
 import errno
+import gzip
 import os
 import re
 import sys
@@ -30,16 +32,18 @@ RETRY_SLEEP = 2.0  # seconds before the first retry, doubled after each (the tes
 DOWNLOAD_CHUNK = 1 << 20  # a cut connection loses at most the chunk being read
 
 
-def configure(settings, argv, doc=""):
+def configure(settings, argv, doc="", allowed=None):
     """Apply the config files and --key=value (or --key value) arguments in argv to settings, a dict such as
-    globals() whose current values give each key's default and type. Returns {key: value} of what argv set."""
+    globals() whose current values give each key's default and type, then check the values against allowed:
+    {key: an interval such as "[0, 1)" or "(0, inf)" for a number, or for the length of a string; or a tuple of
+    the choices for a string}. Returns {key: value} of what argv set."""
     known = [k for k, v in settings.items() if not k.startswith("_") and isinstance(v, (bool, int, float, str, list))]
-    given, args = {}, list(argv)
+    given, args, allowed = {}, list(argv), allowed or {}
     while args:
         arg = args.pop(0)
         if arg in ("-h", "--help"):
-            print(doc.strip() + "\n\nSettings (--key=value) and their defaults:")
-            print("\n".join(f"  --{k}={settings[k]!r}" for k in known))
+            print(doc.strip() + "\n\nSettings (--key=value), their defaults and the values allowed:")
+            print("\n".join(f"  --{k}={settings[k]!r}" + (f"  {allowed[k]}" if k in allowed else "") for k in known))
             raise SystemExit(0)
         if not arg.startswith("--"):  # a config file: plain Python assigning some of the settings
             if not arg.endswith(".py"):
@@ -70,7 +74,21 @@ def configure(settings, argv, doc=""):
             except (ValueError, SyntaxError):
                 value = text
         given[key] = settings[key] = convert(f"--{key}", value, settings[key])
+    for key, rule in allowed.items():
+        value = settings[key]
+        if isinstance(rule, tuple) and value not in rule:
+            raise ValueError(f"--{key} must be one of {', '.join(rule)}, got {value!r}")
+        if isinstance(rule, str) and isinstance(value, str) and not in_interval(len(value), rule):
+            raise ValueError(f"--{key} must be {rule} characters long, got {value!r}" if value else f"--{key} is empty")
+        if isinstance(rule, str) and not isinstance(value, str) and not in_interval(value, rule):
+            raise ValueError(f"--{key} must be in {rule}, got {value!r}")
     return given
+
+
+def in_interval(x, interval):
+    """Whether x lies in an interval such as "[0, 1)" or "(0, inf)". nan lies in none."""
+    low, high = (float(end) for end in interval[1:-1].split(","))
+    return (low <= x if interval[0] == "[" else low < x) and (x <= high if interval[-1] == "]" else x < high)
 
 
 def read_config_file(path):
@@ -130,10 +148,11 @@ def one_line_errors():
             return sys.__excepthook__(kind, error, tb)
         if isinstance(error, OSError) and error.filename:  # "No such file or directory" and the like
             error = f"{error.filename}: {error.strerror}"
-        rank = os.environ.get("RANK", "0")
-        if rank == "0" or torch.distributed.is_initialized():
+        rank = os.environ.get("RANK", "0")  # Ctrl-C reaches every rank: rank 0 says so
+        if rank == "0" or (torch.distributed.is_initialized() and kind is not KeyboardInterrupt):
             where = "" if rank == "0" else f" (rank {rank})"
-            print(f"{prog}{where}: {'interrupted' if kind is KeyboardInterrupt else error}", file=sys.stderr)
+            message = f"interrupted{'; ' if str(error) else ''}{error}" if kind is KeyboardInterrupt else error
+            print(f"{prog}{where}: {message}", file=sys.stderr)
     sys.excepthook = hook
 
 
@@ -141,14 +160,25 @@ def device_and_autocast(device, dtype):
     """(device_type, dtype, autocast context) for the --device and --dtype settings. dtype 'auto' is bfloat16 on
     CUDA where supported, else float16 (which needs a GradScaler to train); float32 on CPU."""
     device_type = "cuda" if device.startswith("cuda") else device.split(":")[0]
+    if device_type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device must be cpu, cuda, cuda:N or mps, not {device!r}")
     if device_type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device={device}, but this PyTorch has no CUDA device; use --device=cpu")
     if dtype == "auto":
         dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device_type == "cuda" else "float32"
-    if dtype not in ("float32", "bfloat16", "float16"):
-        raise ValueError(f"--dtype must be auto, float32, bfloat16 or float16, not {dtype!r}")
     autocast = torch.autocast(device_type, dtype=getattr(torch, dtype)) if dtype != "float32" else contextlib.nullcontext()
     return device_type, dtype, autocast
+
+
+def read_text(path):
+    """The text of a UTF-8 file (.gz too; a byte-order mark dropped), or an error of one line that names it."""
+    try:
+        with (gzip.open if str(path).endswith(".gz") else open)(path, "rb") as f:
+            return f.read().decode("utf-8-sig").replace("\r\n", "\n")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (bad byte at offset {e.start}); convert it to UTF-8 first") from None
+    except (gzip.BadGzipFile, EOFError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
 
 
 @contextlib.contextmanager

@@ -12,7 +12,6 @@ written atomically, and an interrupted OpenWebText run resumes its downloads and
 
 import contextlib
 import glob
-import gzip
 import hashlib
 import io
 import json
@@ -26,7 +25,7 @@ import time
 
 import numpy as np
 
-from common import atomic_write, configure, download, one_line_errors
+from common import atomic_write, configure, download, one_line_errors, read_text
 from tokenizer import EOT, GPT2_VOCAB, get_tokenizer
 
 BROWN_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "brown.jsonl.xz")
@@ -96,15 +95,7 @@ def find_input_files(patterns):
 
 
 def tokenize_file(path):
-    """(token ids + EOT, None), or (None, an error message): a pool worker cannot raise across processes."""
-    try:
-        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
-            text = f.read().decode("utf-8-sig").replace("\r\n", "\n")  # -sig: drop a BOM if there is one
-        return with_eot(get_tokenizer().encode_ordinary(text)), None
-    except UnicodeDecodeError as e:
-        return None, f"{path} is not UTF-8 text (bad byte at offset {e.start}); convert it to UTF-8 first"
-    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
-        return None, f"cannot read {path}: {e}"
+    return with_eot(get_tokenizer().encode_ordinary(read_text(path)))  # a worker's error is raised here too
 
 
 def prepare_input(patterns, name, data_dir="data", val_fraction=0.05, num_proc=None):
@@ -120,9 +111,7 @@ def prepare_input(patterns, name, data_dir="data", val_fraction=0.05, num_proc=N
     with atomic_write(*(os.path.join(out_dir, n) for n in ("train.bin", "val.bin", "meta.json"))) as (tr, va, meta), \
             parallel as pool:  # None without a pool
         results = pool.imap(tokenize_file, paths, chunksize=8) if pool else map(tokenize_file, paths)
-        for i, (ids, error) in enumerate(results):  # imap keeps the files' order: the output is deterministic
-            if error:
-                raise ValueError(error)
+        for i, ids in enumerate(results):  # imap keeps the files' order: the output is deterministic
             (va if i in val else tr).write(ids.tobytes())
             counts["val" if i in val else "train"] += len(ids)
         write_meta(meta, source=f"--files {' '.join(patterns)}", train_tokens=counts["train"], val_tokens=counts["val"],
@@ -271,10 +260,8 @@ def main(argv):
              base_url=OWT_BASE_URL,  # openwebtext: where subsets/urlsf_subsetNN.tar are
              keep_downloads=False,  # openwebtext: keep each shard's tar after tokenizing it
              keep_shards=False)  # openwebtext: keep the per-shard .bin files after joining them
-    given = configure(s, argv, __doc__)
-    if not 0 < s["val_fraction"] < 1 or s["num_proc"] < 1:
-        raise ValueError(f"--val_fraction must be between 0 and 1 and --num_proc >= 1, got {s['val_fraction']} and "
-                         f"{s['num_proc']}")
+    given = configure(s, argv, __doc__, dict(dataset="[1, inf)", data_dir="[1, inf)", val_fraction="(0, 1)",
+                                             num_proc="[1, inf)", base_url="[1, inf)"))
     if s["files"] and ("dataset" not in given or s["dataset"] in ("brown", "openwebtext")):
         raise ValueError("--files needs --dataset=NAME, a new name: the folder under --data_dir to write")
     if s["files"]:

@@ -57,8 +57,11 @@ def what_went_wrong(path, e):
     if isinstance(e, FileNotFoundError) and str(e.filename).endswith("config.json"):
         return "it is neither train.py's ckpt.pt (no model_args) nor the released layout (no config.json beside it)"
     message = " ".join(str(e).split())  # torch's errors span several lines
-    truncated = isinstance(e, (pickle.UnpicklingError, EOFError)) or "PytorchStreamReader" in message
-    return message + (" (truncated? delete it and fetch it again)" if truncated else "")
+    if "Unsupported global" in message:  # and torch's advice, weights_only=False, would run them
+        return "it holds Python objects that loading would run, and nothing in a checkpoint is run here"
+    if isinstance(e, (pickle.UnpicklingError, EOFError)) or "PytorchStreamReader" in message:
+        return "it is no checkpoint that torch can read (truncated? delete it and fetch it again)"
+    return message
 
 
 def fetch(name):

@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from common import configure, device_and_autocast, one_line_errors
+from common import configure, device_and_autocast, one_line_errors, read_text
 from pretrained import load
 from senses import apply_interventions
 from tokenizer import EOT, get_tokenizer
@@ -37,10 +37,11 @@ edit = []  # WORD:OLD->NEW, the paper's knowledge edit: MacBook:Apple->HP
 topic = ""  # steer towards a topic: comma-separated words, e.g. food,dining
 strength = 2  # --topic's boost: 1, 2 or 3
 topic_vocab = 5000  # --topic scores the N most common words; 0: all (the default on CUDA; slow on a CPU)
+allowed = dict(init_from="[1, inf)", out_dir="[1, inf)", num_samples="[1, inf)", max_new_tokens="[0, inf)",
+               temperature="[0, inf)", top_k="[0, inf)", seed="[0, inf)", dtype=("auto", "float32", "bfloat16", "float16"),
+               strength="[1, 3]", topic_vocab="[0, inf)")  # an interval for a number (inf: none), a string's choices
 one_line_errors()
-given = configure(globals(), sys.argv[1:], __doc__)
-if num_samples < 1 or max_new_tokens < 0 or temperature < 0 or top_k < 0:
-    raise ValueError("--num_samples must be >= 1, --max_new_tokens >= 0, --temperature >= 0 and --top_k >= 0")
+given = configure(globals(), sys.argv[1:], __doc__, allowed)
 device_type, dtype, autocast = device_and_autocast(device, dtype)
 topic_vocab = 0 if device_type == "cuda" and "topic_vocab" not in given else topic_vocab
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `python sample.py | head` ends quietly
@@ -50,8 +51,7 @@ enc = get_tokenizer()
 model = load(out_dir if init_from == "resume" else init_from).to(device)
 apply_interventions(model, enc, scale, edit, topic, strength, topic_vocab, log=lambda note: print(note, file=sys.stderr))
 if start.startswith("FILE:"):
-    with open(start[5:], encoding="utf-8") as f:
-        start = f.read()
+    start = read_text(start[5:])
 ids = enc.encode(start, allowed_special={"<|endoftext|>"})
 if not ids:
     print("note: the prompt is empty; starting from <|endoftext|> (an unconditional sample)", file=sys.stderr)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from backpack import GPT2_VOCAB
-from common import configure, device_and_autocast, one_line_errors
+from common import configure, device_and_autocast, one_line_errors, read_text
 from pretrained import load
 from tokenizer import get_tokenizer
 
@@ -137,13 +137,12 @@ def read_similarity(path):
     """[(word1, word2, score)] from a word1<TAB>word2<TAB>score file, and the number of other non-blank lines
     skipped (headers, comments). Columns after the third are ignored."""
     pairs, skipped = [], 0
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            fields = [f.strip() for f in line.split("\t")]
-            if len(fields) >= 3 and fields[0] and fields[1] and is_number(fields[2]):
-                pairs.append((fields[0], fields[1], float(fields[2])))
-            else:
-                skipped += bool(line.strip())
+    for line in read_text(path).splitlines():
+        fields = [f.strip() for f in line.split("\t")]
+        if len(fields) >= 3 and fields[0] and fields[1] and is_number(fields[2]):
+            pairs.append((fields[0], fields[1], float(fields[2])))
+        else:
+            skipped += bool(line.strip())
     return pairs, skipped
 
 
@@ -455,12 +454,11 @@ def main(argv):
              context="", target="", position=-1,  # --context: its prediction at --position (the last) of --target
              similarity="",  # a word1<TAB>word2<TAB>score file
              bias=False, sense=10, factor=0.0)  # --bias: the he/she bias before and after scaling --sense by --factor
-    given = configure(s, argv, __doc__)
+    given = configure(s, argv, __doc__, dict(init_from="[1, inf)", out_dir="[1, inf)", top="[1, inf)",
+                                               subword="[0, inf)", sense="[0, inf)", factor="(-inf, inf)"))
     modes = [mode for mode in ("word", "context", "similarity", "bias") if mode in given and given[mode] is not False]
     if len(modes) != 1:
         raise ValueError("give one of --word WORD, --context TEXT, --similarity FILE or --bias (python senses.py --help)")
-    if s["top"] < 1:
-        raise ValueError("--top must be >= 1")
     device_and_autocast(s["device"], "float32")  # only to check --device: the analyses run in float32
     source = s["out_dir"] if s["init_from"] == "resume" else s["init_from"]
     enc, model = get_tokenizer(), load(source).to(s["device"])

@@ -364,12 +364,14 @@ def test_flash_attention_bf16_agrees_with_float32():
 @pytest.mark.parametrize("kw,message", [
     (dict(n_embd=30, n_head=4), "n_embd=30 must be divisible by n_head=4"),
     (dict(n_embd=32, n_head=2, num_senses=6), "n_embd=32 must be divisible by n_head=2 and by num_senses=6"),
-    (dict(n_layer=0), "sizes must be >= 1"),
-    (dict(n_layer=-1), "sizes must be >= 1"),  # would build a model with no layers at all
-    (dict(sense_intermediate_scale=0), "sizes must be >= 1"),  # senses would be the bias alone
-    (dict(num_senses=-1), "num_senses >= 0"),
-    (dict(dropout=1.0), "0 <= dropout < 1"),  # would zero everything in training
-    (dict(dropout=-0.1), "0 <= dropout < 1"),
+    (dict(n_layer=0), "int sizes >= 1"),
+    (dict(n_layer=-1), "int sizes >= 1"),  # would build a model with no layers at all
+    (dict(sense_intermediate_scale=0), "int sizes >= 1"),  # senses would be the bias alone
+    (dict(num_senses=-1), r"num_senses >= 0"),
+    (dict(n_embd="64"), "int sizes"),
+    (dict(n_embd=64.0), "int sizes"),  # would fail deep inside torch
+    (dict(dropout=1.0), r"dropout in \[0, 1\)"),  # would zero everything in training
+    (dict(dropout=-0.1), r"dropout in \[0, 1\)"),
 ])
 def test_bad_configs(kw, message):
     with pytest.raises(ValueError, match=message):
@@ -398,8 +400,17 @@ def test_bad_inputs():
         model.edit_senses(64, lambda s: s)
     assert model.training  # a failed edit leaves the model's mode as it was
     model.eval()
-    with pytest.raises(ValueError, match=r"the edit returned \(32,\), not \(4, 32\)"):  # it would broadcast
+    with pytest.raises(ValueError, match=r"the edit must return a \(4, 32\) tensor"):  # (32,) would broadcast
         model.edit_senses(3, lambda s: s[0])
+    with pytest.raises(ValueError, match=r"the edit must return a \(4, 32\) tensor"):
+        model.edit_senses(3, lambda s: None)
+    with pytest.raises(ValueError, match=r"shape \(batch, time\)"):  # a batch of no sequences
+        model(torch.zeros(0, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"shape \(batch, time\)"):  # a 1-D prompt
+        model.generate(torch.zeros(4, dtype=torch.long), 3)
+    for kw in (dict(temperature=-1.0), dict(top_k=-5)):  # a negative temperature would pick the least likely
+        with pytest.raises(ValueError, match="temperature and top_k must be >= 0"):
+            model.generate(torch.zeros(1, 4, dtype=torch.long), 3, **kw)
     transformer = tiny_model(num_senses=0)
     for call in (lambda: transformer.senses(torch.tensor([[1, 2]])), lambda: transformer.sense_weights(torch.tensor([[1]])),
                  lambda: transformer.edit_senses(3, lambda s: s)):

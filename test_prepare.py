@@ -324,14 +324,5 @@ def test_cli(text_folder):
     assert ok.returncode == 0, ok.stderr
     assert "train tokens (4 docs)" in ok.stdout
     assert sorted(read_docs(root / "data/cli/train.bin") + read_docs(root / "data/cli/val.bin")) == sorted(docs.values())
-    for args, message in [(["--dataset=wikipedia"], "unknown dataset 'wikipedia'"),
-                          (["--files=nothing/*.txt", "--dataset=x"], "no such file"),
-                          (["--files=corpus"], "--files needs --dataset=NAME"),  # not into data/brown
-                          (["--files=corpus", "--dataset=brown"], "--files needs --dataset=NAME"),
-                          (["--files", "corpus", "extra/d.txt"], "is neither a --key=value setting nor a config file"),
-                          (["--dataset=openwebtext", "--shards", "21"], "--shards must be between 0 and 20")]:
-        bad = run(*args)
-        assert bad.returncode == 1 and bad.stderr.startswith("prepare.py: ") and message in bad.stderr, bad.stderr
-        assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr  # one line, no traceback
-    assert "--keep_downloads" in run("--help").stdout
+    assert "--keep_downloads" in run("--help").stdout  # bad input: test_errors.py
     assert sorted(os.listdir(root / "data")) == ["cli"]

@@ -75,10 +75,18 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = "auto"  # 'auto': bfloat16 on CUDA where supported, else float16 (with loss scaling); float32 on CPU
 compile = False  # torch.compile the model
 seed = 1337
+# the values allowed: an interval for a number (inf: unbounded), the choices for a string, or the interval of its length
+allowed = dict(out_dir="[1, inf)", eval_interval="[1, inf)", eval_iters="[1, inf)", log_interval="[1, inf)",
+               init_from="[1, inf)", data_dir="[1, inf)", dataset="[1, inf)", tokens_per_step="[1, inf)",
+               batch_size="[1, inf)", block_size="[1, inf)", n_layer="[1, inf)", n_head="[1, inf)", n_embd="[1, inf)",
+               num_senses="[0, inf)", sense_intermediate_scale="[1, inf)", dropout="[0, 1)", learning_rate="(0, inf)",
+               max_iters="[0, inf)", weight_decay="[0, inf)", beta1="[0, 1)", beta2="[0, 1)", grad_clip="[0, inf)",
+               decay_lr=("linear", "cosine", "constant"), warmup_iters="[0, inf)", min_lr="[0, inf)",
+               dtype=("auto", "float32", "bfloat16", "float16"), seed="[0, inf)")
 # -----------------------------------------------------------------------------------------------------------
 setting_names = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))]
 one_line_errors()
-given = configure(globals(), sys.argv[1:], __doc__)  # the settings this command sets
+given = configure(globals(), sys.argv[1:], __doc__, allowed)  # the settings this command sets
 ckpt_path, ckpt = os.path.join(out_dir, "ckpt.pt"), None
 if init_from == "resume":
     if not os.path.exists(ckpt_path):
@@ -86,19 +94,15 @@ if init_from == "resume":
                                 "--init_from=scratch (or set --out_dir)")
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, or not a checkpoint
-        raise ValueError(f"cannot read {ckpt_path} (truncated, or not a train.py checkpoint?): {e}") from None
+    except Exception as e:  # truncated, or not a checkpoint: torch's message is long, and advises weights_only=False
+        raise ValueError(f"cannot read {ckpt_path} (truncated, or not a train.py checkpoint?): {type(e).__name__}") from None
+    if not isinstance(ckpt, dict) or not {"model_args", "model", "optimizer", "iter_num", "config"} <= ckpt.keys():
+        raise ValueError(f"{ckpt_path} is not a train.py checkpoint; start a new run in another --out_dir")
     # a resumed run continues as it was configured: the settings saved with it, except those given now
     globals().update({k: v for k, v in ckpt["config"].items() if k in setting_names and k not in given
                       and k not in ("init_from", "out_dir", "device", "dtype")})
 config = {k: globals()[k] for k in setting_names}  # saved with every checkpoint
 ARCH_KEYS = ("block_size", "n_layer", "n_head", "n_embd", "num_senses", "sense_intermediate_scale", "bias")
-
-if decay_lr not in ("linear", "cosine", "constant"):
-    raise ValueError(f"--decay_lr must be 'linear', 'cosine' or 'constant', got {decay_lr!r}")
-for name in ("batch_size", "block_size", "tokens_per_step", "eval_interval", "eval_iters", "log_interval"):
-    if config[name] < 1:
-        raise ValueError(f"--{name} must be >= 1, got {config[name]}")
 device_type, dtype, autocast = device_and_autocast(device, dtype)
 
 # -- processes: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE ------------------------------------------------
@@ -134,8 +138,12 @@ for split, path in data_path.items():
     if not os.path.exists(path) and dataset != "brown":  # Brown is prepared below
         raise FileNotFoundError(f"{path} not found; prepare the data first (python prepare.py --dataset={dataset}) "
                                 f"or point --data_dir at the folder holding {dataset}/")
-    if os.path.exists(path) and len(np.memmap(path, dtype=np.uint16, mode="r")) <= block_size:
-        raise ValueError(f"{path} holds fewer than block_size+1={block_size + 1} tokens")
+    if os.path.exists(path):  # uint16 GPT-2 ids: the first 100M of them are checked
+        if os.path.getsize(path) % 2 or os.path.getsize(path) // 2 <= block_size:
+            raise ValueError(f"{path} is not a file of more than block_size={block_size} uint16 token ids; make it "
+                             "with prepare.py")
+        if (top := int(np.memmap(path, dtype=np.uint16, mode="r")[:100_000_000].max())) >= 50257:
+            raise ValueError(f"{path} holds token id {top}, which GPT-2 does not have: not a prepare.py file?")
 prepare_brown_first = not all(os.path.exists(p) for p in data_path.values())  # decided by every rank alike
 if ddp:
     if device_type == "cuda":
@@ -198,7 +206,10 @@ elif init_from == "resume":
                    if k in given and k not in ("init_from", "out_dir", "device", "dtype") and config[k] != v]:
         log("resuming with changed settings: " + ", ".join(changed))
     model = Backpack(BackpackConfig(**{**saved, "dropout": dropout}))
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:  # torch's message spans lines
+        raise ValueError(f"{ckpt_path} does not fit its own model_args: {' '.join(str(e).split())}") from None
     iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
 else:
     log(f"fine-tuning {init_from}")
@@ -273,15 +284,20 @@ def save_checkpoint():
             "origin": origin}  # 'scratch', or the trained model this run was fine-tuned from
     with atomic_write(ckpt_path) as f:
         torch.save(ckpt, f)
+    if os.path.exists(metrics_path + ".new"):  # a new run's history replaces the old one's with its checkpoint
+        os.replace(metrics_path + ".new", metrics_path)
+    return iter_num
 
 
 # -- training -----------------------------------------------------------------------------------------------
-metrics = None  # out_dir/metrics.jsonl: every logged loss at full precision, for plots and comparisons
+metrics, metrics_path = None, os.path.join(out_dir, "metrics.jsonl")  # every logged loss at full precision
 if master and not eval_only:
     if init_from != "resume" and os.path.exists(ckpt_path):
-        log(f"note: starting a new run in {out_dir}: its ckpt.pt will be overwritten")
+        log(f"note: starting a new run in {out_dir}: its ckpt.pt and metrics.jsonl are replaced at the first checkpoint")
     os.makedirs(out_dir, exist_ok=True)
-    metrics = open(os.path.join(out_dir, "metrics.jsonl"), "a" if init_from == "resume" else "w")
+    if os.path.exists(ckpt_path + ".tmp"):  # left by a run killed while it saved: half a checkpoint
+        os.remove(ckpt_path + ".tmp")
+    metrics = open(metrics_path, "a") if init_from == "resume" else open(metrics_path + ".new", "w")
 if master and os.path.getsize(data_path["train"]) < 200_000_000:  # -sum p ln p of the token frequencies
     counts = np.bincount(np.memmap(data_path["train"], dtype=np.uint16, mode="r"))
     p = counts[counts > 0] / counts.sum()
@@ -289,60 +305,65 @@ if master and os.path.getsize(data_path["train"]) < 200_000_000:  # -sum p ln p 
         "no better)")
 if raw_model.estimate_mfu(1, 1.0) is None:
     log(f"(no MFU: the peak FLOP/s of {device_type} is unknown)")
-start_iter, start_time = iter_num, time.time()
+start_iter, start_time, saved_at = iter_num, time.time(), iter_num if init_from == "resume" else None
 t_log, iters_logged, loss_sum = time.time(), 0, torch.zeros((), device=device)
-while True:
-    last = iter_num >= max_iters
-    if (iter_num % eval_interval == 0 and iter_num != start_iter) or last or eval_only:
-        t_eval = time.time()
-        losses = estimate_loss()
-        log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-        if metrics:
-            metrics.write(json.dumps({"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"]}) + "\n")
-            metrics.flush()
-        improved = losses["val"] < best_val_loss
-        best_val_loss = min(best_val_loss, losses["val"])
-        if master and not eval_only and (always_save_checkpoint or improved or last):
-            save_checkpoint()
-            log(f"saved checkpoint at step {iter_num} to {ckpt_path}")
-        t_log += time.time() - t_eval  # keep the evaluation out of the ms/iter figure
-    if last or eval_only:
-        break
+try:
+    while True:
+        last = iter_num >= max_iters
+        if (iter_num % eval_interval == 0 and iter_num != start_iter) or last or eval_only:
+            t_eval = time.time()
+            losses = estimate_loss()
+            log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            if metrics:
+                metrics.write(json.dumps({"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"]}) + "\n")
+                metrics.flush()
+            improved = losses["val"] < best_val_loss
+            best_val_loss = min(best_val_loss, losses["val"])
+            if master and not eval_only and (always_save_checkpoint or improved or last):
+                saved_at = save_checkpoint()
+                log(f"saved checkpoint at step {iter_num} to {ckpt_path}")
+            t_log += time.time() - t_eval  # keep the evaluation out of the ms/iter figure
+        if last or eval_only:
+            break
 
-    lr = get_lr(iter_num)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    for micro_step in range(grad_accum):
-        group_index = micro_step * world_size + rank  # which of the step's micro-batches this is
-        x, y = get_batch("train", (iter_num,), group_index * micro_batch, micro_batch)
-        torch.manual_seed(derive_seed(seed, "dropout", iter_num, group_index))
-        sync = ddp and micro_step < grad_accum - 1  # DDP: all-reduce the gradients on the last micro step only
-        with train_model.no_sync() if sync else contextlib.nullcontext(), autocast:
-            loss = train_model(x, y)[1] / grad_accum
-        scaler.scale(loss).backward()
-        loss_sum += loss.detach().float()
-    if grad_clip:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    iter_num += 1
-    iters_logged += 1
+        lr = get_lr(iter_num)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        for micro_step in range(grad_accum):
+            group_index = micro_step * world_size + rank  # which of the step's micro-batches this is
+            x, y = get_batch("train", (iter_num,), group_index * micro_batch, micro_batch)
+            torch.manual_seed(derive_seed(seed, "dropout", iter_num, group_index))
+            sync = ddp and micro_step < grad_accum - 1  # DDP: all-reduce the gradients on the last micro step only
+            with train_model.no_sync() if sync else contextlib.nullcontext(), autocast:
+                loss = train_model(x, y)[1] / grad_accum
+            scaler.scale(loss).backward()
+            loss_sum += loss.detach().float()
+        if grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        iter_num += 1
+        iters_logged += 1
 
-    if iter_num % log_interval == 0 or iter_num == max_iters:
-        if ddp:
-            dist.all_reduce(loss_sum)
-        step_loss = loss_sum.item() / iters_logged / world_size  # the mean over the interval's steps and ranks
-        dt = (time.time() - t_log) / iters_logged
-        mfu = raw_model.estimate_mfu(micro_batch * grad_accum, dt)
-        log(f"iter {iter_num}: loss {step_loss:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, {tokens_per_step / dt:,.0f} "
-            "tok/s" + ("" if mfu is None else f", mfu {mfu * 100:.1f}%"))
-        if metrics:
-            metrics.write(json.dumps({"iter": iter_num, "loss": step_loss, "lr": lr, "ms_per_iter": dt * 1000}) + "\n")
-            metrics.flush()
-        t_log, iters_logged, loss_sum = time.time(), 0, torch.zeros((), device=device)
+        # the averaging window also closes before each evaluation (and checkpoint): a resumed run logs the same losses
+        if iter_num % log_interval == 0 or iter_num % eval_interval == 0 or iter_num == max_iters:
+            if ddp:
+                dist.all_reduce(loss_sum)
+            step_loss = loss_sum.item() / iters_logged / world_size  # the mean over the interval's steps and ranks
+            dt = (time.time() - t_log) / iters_logged
+            mfu = raw_model.estimate_mfu(micro_batch * grad_accum, dt)
+            log(f"iter {iter_num}: loss {step_loss:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, {tokens_per_step / dt:,.0f} "
+                "tok/s" + ("" if mfu is None else f", mfu {mfu * 100:.1f}%"))
+            if metrics:
+                metrics.write(json.dumps({"iter": iter_num, "loss": step_loss, "lr": lr, "ms_per_iter": dt * 1000}) + "\n")
+                metrics.flush()
+            t_log, iters_logged, loss_sum = time.time(), 0, torch.zeros((), device=device)
 
+except KeyboardInterrupt:  # nothing is lost: say where the run can continue from
+    raise KeyboardInterrupt(f"the last checkpoint is {ckpt_path}, from step {saved_at}: --init_from=resume continues "
+                            "from it" if saved_at is not None else "no checkpoint was saved") from None
 elapsed = time.time() - start_time
 if ddp:  # a real check that data parallelism kept the replicas identical
     h = hashlib.sha256()

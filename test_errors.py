@@ -1,0 +1,210 @@
+"""Bad input and faults, as a hostile but honest user makes them: every script ends with one line on stderr that
+says what is wrong (no traceback, a non-zero exit), and nothing is lost. CASES is the sweep:
+
+    python -m pytest -q test_errors.py
+
+CPU, tiny files written under pytest's tmp_path; the scripts run as subprocesses, two at a time."""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from backpack import Backpack, BackpackConfig
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--num_senses=4", "--block_size=16", "--batch_size=4",
+        "--tokens_per_step=128", "--eval_iters=2", "--log_interval=1", "--warmup_iters=2", "--learning_rate=1e-2"]
+
+
+def run(script, *args, env=None, cwd=REPO):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "", **(env or {})}
+    return subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Good and bad files for the cases, by name: {data} holds the datasets fake (good), empty, odd and bigids."""
+    root = tmp_path_factory.mktemp("files")
+    tokens = np.random.default_rng(0).integers(0, 50257, 20_000).astype(np.uint16)
+    for name, data in (("fake", tokens), ("empty", tokens[:0]), ("bigids", np.full(100, 60000, np.uint16))):
+        os.makedirs(root / "data" / name)
+        for split in ("train", "val"):
+            data.tofile(root / "data" / name / f"{split}.bin")
+    os.makedirs(root / "data" / "odd")
+    for split in ("train", "val"):
+        (root / "data" / "odd" / f"{split}.bin").write_bytes(b"\x01" * 1001)
+    (root / "latin1.txt").write_bytes("caf\xe9 au lait\tcoffee\t5\n".encode("latin-1"))
+    (root / "afile").write_text("a file, not a folder")
+    (root / "bad_config.py").write_text("n_embd = 64 +\n")
+    (root / "typo_config.py").write_text("n_embd = 64\nbatchsize = 8\n")
+    torch.manual_seed(0)
+    model = Backpack(BackpackConfig(block_size=32, n_layer=1, n_head=2, n_embd=16, num_senses=4))
+    ckpt = {"model_args": dataclasses.asdict(model.config), "model": model.state_dict(), "optimizer": {},
+            "iter_num": 0, "config": {}}
+    for name, content in (("model", ckpt), ("notckpt", {"weights": torch.ones(3)}),
+                          ("renamed", {**ckpt, "model": {"x" + k: v for k, v in model.state_dict().items()}})):
+        os.makedirs(root / name)
+        torch.save(content, root / name / "ckpt.pt")
+    os.makedirs(root / "garbage")
+    (root / "garbage" / "ckpt.pt").write_bytes(b"not a checkpoint at all")
+    names = ("data", "latin1.txt", "afile", "bad_config.py", "typo_config.py", "model", "notckpt", "renamed", "garbage")
+    return {name.split(".")[0]: str(root / name) for name in names} | {"tmp": str(root)}
+
+
+FAKE = ["--data_dir={data}", "--dataset=fake"]
+CASES = [  # (script, arguments ({name} from the files fixture), a fragment of the one line it must print)
+    ("train.py", ["--grad_clip=-1"], "--grad_clip must be in [0, inf), got -1"),  # would train uphill
+    ("train.py", ["--learning_rate=-1"], "--learning_rate must be in (0, inf), got -1"),
+    ("train.py", ["--beta1=1.5"], "--beta1 must be in [0, 1), got 1.5"),
+    ("train.py", ["--dropout=1"], "--dropout must be in [0, 1), got 1.0"),
+    ("train.py", ["--batch_size=0"], "--batch_size must be in [1, inf), got 0"),
+    ("train.py", ["--seed=-1"], "--seed must be in [0, inf)"),
+    ("train.py", ["--out_dir="], "--out_dir is empty"),
+    ("train.py", ["--decay_lr=cos"], "--decay_lr must be one of linear, cosine, constant, got 'cos'"),
+    ("train.py", ["--dtype=fp8"], "--dtype must be one of auto, float32, bfloat16, float16"),
+    ("train.py", ["--device=gpu"], "--device must be cpu, cuda, cuda:N or mps, not 'gpu'"),
+    ("train.py", ["--lerning_rate=1e-3"], "unknown config key --lerning_rate (did you mean --learning_rate?)"),
+    ("train.py", ["--max_iters=abc"], "--max_iters expects an int, got 'abc'"),
+    ("train.py", ["--learning_rate"], "--learning_rate needs a value"),
+    ("train.py", ["{bad_config}"], "error in config file"),
+    ("train.py", ["{typo_config}"], "typo_config.py sets unknown config key batchsize (did you mean batch_size?)"),
+    ("train.py", ["{tmp}/missing.py"], "missing.py: No such file or directory"),
+    ("train.py", ["The old man"], "is neither a --key=value setting nor a config file"),
+    ("train.py", [*FAKE, "--n_embd=30", "--n_head=4"], "n_embd=30 must be divisible by n_head=4"),
+    ("train.py", [*FAKE, "--tokens_per_step=100"], "tokens_per_step=100 is not a multiple of block_size x processes "
+                                                   "= 128 x 1 = 128; use e.g. 128"),
+    ("train.py", ["--data_dir={data}", "--dataset=nothing"], "{data}/nothing/train.bin not found; prepare the data "
+                                                             "first (python prepare.py --dataset=nothing)"),
+    ("train.py", ["--data_dir={data}", "--dataset=empty"], "is not a file of more than block_size=128 uint16 token"),
+    ("train.py", ["--data_dir={data}", "--dataset=odd"], "is not a file of more than block_size=128 uint16 token"),
+    ("train.py", ["--data_dir={data}", "--dataset=bigids", "--block_size=16"], "holds token id 60000"),
+    ("train.py", ["--init_from=resume", "--out_dir={tmp}/none"], "--init_from=resume, but {tmp}/none/ckpt.pt does"),
+    ("train.py", ["--init_from=resume", "--out_dir={notckpt}"], "is not a train.py checkpoint"),
+    ("train.py", ["--init_from=resume", "--out_dir={garbage}"], "cannot read {garbage}/ckpt.pt"),
+    ("train.py", [*FAKE, "--init_from=resume", "--out_dir={renamed}", "--n_layer=1", "--n_head=2", "--n_embd=16",
+                  "--num_senses=4", "--block_size=32"], "does not fit its own model_args"),
+    ("train.py", [*FAKE, "--init_from={tmp}/nothing"], "is no file or folder, nor a published model"),
+    ("train.py", [*FAKE, "--init_from={model}", "--block_size=64"], "--block_size=64 is larger than"),
+    ("train.py", [*FAKE, *TINY, "--out_dir={afile}/out"], "Not a directory"),  # a write that fails
+    ("train.py", ["--data_dir={afile}"], "Not a directory"),  # preparing Brown: a write that fails
+    ("sample.py", ["--out_dir={model}", "--temperature=nan"], "--temperature expects a float, got 'nan'"),
+    ("sample.py", ["--out_dir={model}", "--temperature=-1"], "--temperature must be in [0, inf)"),
+    ("sample.py", ["--out_dir={model}", "--top_k=-5"], "--top_k must be in [0, inf), got -5"),
+    ("sample.py", ["--out_dir={model}", "--num_samples=0"], "--num_samples must be in [1, inf)"),
+    ("sample.py", ["--out_dir={model}", "--start=FILE:{latin1}"], "latin1.txt is not UTF-8 text"),
+    ("sample.py", ["--out_dir={model}", "--start=FILE:{tmp}/missing.txt"], "missing.txt: No such file or directory"),
+    ("sample.py", ["--out_dir={model}", "--scale=the:3=inf"], "--scale 'the:3=inf': expected WORD:SENSE=FACTOR"),
+    ("sample.py", ["--out_dir={model}", "--scale=the:9=0"], "sense 9 is out of range: this model has senses 0..3"),
+    ("sample.py", ["--out_dir={model}", "--edit=MacBook:Apple->Hewlettpackardish"], "must be one token"),
+    ("sample.py", ["--out_dir={model}", "--topic=food", "--strength=4"], "--strength must be in [1, 3], got 4"),
+    ("sample.py", ["--out_dir={tmp}/none"], "is no file or folder, nor a published model"),
+    ("sample.py", ["--out_dir={tmp}"], "{tmp}/ has no ckpt.pt, pytorch_model.bin or model.safetensors; train a model "
+                                      "with `python train.py`"),
+    ("sample.py", ["--init_from={garbage}/ckpt.pt"], "cannot read {garbage}/ckpt.pt"),
+    ("senses.py", ["--out_dir={model}"], "give one of --word WORD, --context TEXT, --similarity FILE or --bias"),
+    ("senses.py", ["--out_dir={model}", "--word", "science", "--top", "0"], "--top must be in [1, inf), got 0"),
+    ("senses.py", ["--out_dir={model}", "--word", ""], "the word is empty"),
+    ("senses.py", ["--out_dir={model}", "--bias", "--sense", "9"], "sense 9 is out of range"),
+    ("senses.py", ["--out_dir={model}", "--bias", "--factor", "inf"], "--factor expects a float, got 'inf'"),
+    ("senses.py", ["--out_dir={model}", "--context", "The nurse", "--position", "5"], "--position 5 is outside"),
+    ("senses.py", ["--out_dir={model}", "--context", "The nurse", "--target", "nurses said"], "must be one token"),
+    ("senses.py", ["--out_dir={model}", "--similarity", "{latin1}"], "latin1.txt is not UTF-8 text"),
+    ("senses.py", ["--out_dir={model}", "--similarity", "{afile}"], "need at least 2 word1<TAB>word2<TAB>score"),
+    ("prepare.py", ["--val_fraction=1"], "--val_fraction must be in (0, 1), got 1.0"),
+    ("prepare.py", ["--num_proc=0"], "--num_proc must be in [1, inf), got 0"),
+    ("prepare.py", ["--dataset=wikipedia"], "unknown dataset 'wikipedia'"),
+    ("prepare.py", ["--dataset=openwebtext", "--shards=x"], "--shards wants numbers like 0,1 or 0-4"),
+    ("prepare.py", ["--dataset=openwebtext", "--shards=21"], "--shards must be between 0 and 20"),
+    ("prepare.py", ["--files={tmp}/none/*.txt", "--dataset=x"], "no such file or folder"),
+    ("prepare.py", ["--files={tmp}"], "--files needs --dataset=NAME"),  # not into data/brown
+    ("prepare.py", ["--files={tmp}", "--dataset=../up"], "--dataset must be a plain folder name"),
+    ("prepare.py", ["--data_dir={afile}"], "Not a directory"),
+    ("bench.py", ["--device=cpu", "--batch_size=0"], "--batch_size must be in [1, inf), got 0"),
+    ("bench.py", ["--device=cpu", "--steps=0"], "--steps must be in [1, inf), got 0"),
+    ("bench.py", ["--device=cpu", "--gen_tokens=0"], "--gen_tokens must be in [1, inf), got 0"),
+    ("bench.py", ["--preset=huge"], "--preset must be one of micro, mini, small"),
+    ("bench.py", ["--dataset=nothing", "--device=cpu"], "data/nothing/train.bin not found"),
+]
+if not torch.cuda.is_available():
+    CASES += [("train.py", ["--device=cuda"], "--device=cuda, but this PyTorch has no CUDA device; use --device=cpu"),
+              ("sample.py", ["--out_dir={model}", "--device=cuda"], "no CUDA device"),
+              ("bench.py", [], "there is no GPU here")]  # a GPU-sized default: refused without --device=cpu
+
+
+@pytest.fixture(scope="module")
+def results(files):
+    with ThreadPoolExecutor(2) as pool:  # the 2-core machines this runs on: about half the time
+        return list(pool.map(lambda case: run(case[0], *[a.format(**files) for a in case[1]], cwd=files["tmp"]), CASES))
+
+
+@pytest.mark.parametrize("case", range(len(CASES)), ids=[f"{s} {' '.join(a)}"[:60] for s, a, _ in CASES])
+def test_bad_input_ends_with_one_line_that_says_what_is_wrong(files, results, case):
+    script, _, fragment = CASES[case]
+    p = results[case]
+    assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{script}: "), p.stderr
+    assert fragment.format(**files) in lines[0], lines[0]
+
+
+def first_checkpoint(data, out, *args):
+    """A tiny run of 12 steps in out, checkpointing at steps 6 and 12."""
+    p = run("train.py", *TINY, f"--data_dir={data}", "--dataset=fake", f"--out_dir={out}", "--max_iters=12",
+            "--eval_interval=6", *args)
+    assert p.returncode == 0, p.stderr
+    return (out / "ckpt.pt").read_bytes(), (out / "metrics.jsonl").read_text()
+
+
+def test_a_full_disk_during_a_checkpoint_loses_nothing(files, tmp_path):
+    ckpt, metrics = first_checkpoint(files["data"], tmp_path)
+    full = tmp_path / "full_disk"
+    full.mkdir()  # Python imports sitecustomize at start-up: torch.save then fails like a full disk, half-way
+    (full / "sitecustomize.py").write_text("import errno, torch\n"
+                                           "def save(obj, f, *args, **kwargs):\n"
+                                           "    f.write(b'x' * 1000)\n"
+                                           "    raise OSError(errno.ENOSPC, 'No space left on device')\n"
+                                           "torch.save = save\n")
+    p = run("train.py", f"--out_dir={tmp_path}", "--init_from=resume", "--max_iters=18",
+            env={"PYTHONPATH": str(full)})
+    assert p.returncode != 0 and p.stderr == f"train.py: disk full while writing {tmp_path}/ckpt.pt: free some " \
+                                             "space and run again\n", p.stderr
+    assert (tmp_path / "ckpt.pt").read_bytes() == ckpt and not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_new_run_in_an_old_runs_folder_keeps_the_old_run_until_its_first_checkpoint(files, tmp_path):
+    ckpt, metrics = first_checkpoint(files["data"], tmp_path)
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), *TINY, f"--data_dir={files['data']}",
+                             "--dataset=fake", f"--out_dir={tmp_path}", "--max_iters=100", "--eval_interval=50"],
+                            cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("iter 3:"):
+            proc.kill()  # no chance to clean up, before the new run's first checkpoint
+            break
+    proc.wait()
+    assert any("its ckpt.pt and metrics.jsonl are replaced at the first checkpoint" in line for line in seen)
+    assert (tmp_path / "ckpt.pt").read_bytes() == ckpt and (tmp_path / "metrics.jsonl").read_text() == metrics
+
+
+def test_ctrl_c_says_where_the_last_checkpoint_is(files, tmp_path):
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), *TINY, f"--data_dir={files['data']}",
+                             "--dataset=fake", f"--out_dir={tmp_path}", "--max_iters=1000", "--eval_interval=6"],
+                            cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("saved checkpoint at step 6"):
+            proc.send_signal(signal.SIGINT)
+            break
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in stderr, stderr
+    assert stderr.startswith(f"train.py: interrupted; the last checkpoint is {tmp_path}/ckpt.pt, from step ")
+    assert stderr.count("\n") == 1 and stderr.endswith("--init_from=resume continues from it\n")
