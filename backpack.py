@@ -31,7 +31,7 @@ import math
 import operator
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -55,10 +55,10 @@ class BackpackConfig:
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self):  # n_layer=-1 would build no layers at all, and dropout=1 zero everything
-        c = self  # n_embd=64.0 would fail deep inside torch
+        c = self  # n_embd=64.0 would fail deep inside torch: each setting of its type (or an int for a float)
         sizes = (c.block_size, c.vocab_size, c.n_layer, c.n_head, c.n_embd, c.sense_intermediate_scale)
-        ints = all(type(v) is int for v in sizes + (c.num_senses,)) and type(c.dropout) in (int, float)
-        if not ints or min(sizes) < 1 or c.num_senses < 0 or not 0 <= c.dropout < 1:
+        if not all(type(getattr(c, f.name)) in (f.type, int) for f in fields(c)) or min(sizes) < 1 \
+                or c.num_senses < 0 or not 0 <= c.dropout < 1 or not c.layer_norm_eps > 0:
             raise ValueError(f"BackpackConfig: want int sizes >= 1 (num_senses >= 0), dropout in [0, 1): {c}")
         if c.n_embd % c.n_head or (c.num_senses and c.n_embd % c.num_senses):  # features per head, per sense
             raise ValueError(f"BackpackConfig: n_embd={c.n_embd} must be divisible by n_head={c.n_head} "
@@ -286,9 +286,9 @@ class Backpack(nn.Module):
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
         """Continue idx (B, T) by max_new_tokens tokens; temperature=0 takes the most likely token.
         Past block_size the model sees the last block_size tokens, exactly like an uncached run."""
-        self._check(idx)  # a 1-D prompt would fail below
-        if temperature < 0 or (top_k or 0) < 0:  # a negative temperature would pick the least likely tokens
-            raise ValueError(f"generate: temperature and top_k must be >= 0, got {temperature} and {top_k}")
+        self._check(idx)  # a 1-D prompt would fail below; a negative temperature would pick the least likely
+        if not 0 <= temperature < float("inf") or (top_k or 0) < 0 or max_new_tokens < 0:
+            raise ValueError("generate: temperature, top_k and max_new_tokens must be >= 0 (and finite)")
         block_size, cache = self.config.block_size, None
         for _ in range(max_new_tokens):
             if cache is None or cache["length"] == block_size:  # the window slides and every position
@@ -296,13 +296,13 @@ class Backpack(nn.Module):
                 logits = self.forward_cached(idx[:, -block_size:], cache)
             else:
                 logits = self.forward_cached(idx[:, -1:], cache)
-            logits = logits[:, -1, :].float()
+            logits = logits[:, -1, :].double()  # float64: a temperature of 1e-300 is no float32
             if GPT2_VOCAB <= self.config.vocab_size < GPT2_VOCAB + 64:  # GPT-2's vocabulary, padded up
                 logits[:, GPT2_VOCAB:] = float("-inf")  # never sample the padding ids
             if temperature == 0:
                 idx_next = logits.argmax(dim=-1, keepdim=True)
             else:
-                logits = logits / temperature
+                logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature  # no overflow
                 if top_k:  # None or 0: every token
                     v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
                     logits[logits < v[:, [-1]]] = float("-inf")

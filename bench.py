@@ -23,6 +23,7 @@ import torch
 from backpack import GPT2_VOCAB, Backpack, BackpackConfig
 from common import configure, device_and_autocast, one_line_errors
 
+_before = set(globals())  # the names above are not settings
 preset = "small"  # the paper's sizes: micro, mini or small (= backpack-gpt2)
 batch_size = 32
 block_size = 512
@@ -38,10 +39,14 @@ gen_tokens = 512
 train = True  # False skips the training benchmark
 dedup = True
 capture_unique = False
+settings = {k: v for k, v in globals().items() if k not in _before and not k.startswith("_")}
 allowed = dict(preset=("micro", "mini", "small"), batch_size="[1, inf)", block_size="[1, inf)", steps="[1, inf)",
                warmup="[0, inf)", dtype=("bfloat16", "float16", "float32"), dataset="[1, inf)", gen_tokens="[1, inf)")
 one_line_errors()
-given = configure(globals(), sys.argv[1:], __doc__, allowed)  # an interval for a number (inf: none), a string's choices
+given = configure(settings, sys.argv[1:], __doc__, allowed)  # an interval for a number (inf: none), a string's choices
+globals().update(settings)
+if not (train or generate):
+    raise ValueError("--train=False and no --generate: nothing to measure")
 PRESETS = {"micro": (384, 6, 6), "mini": (640, 8, 8), "small": (768, 12, 12)}  # n_embd, n_layer, n_head; k = 16
 device_type, dtype, autocast = device_and_autocast(device, dtype)
 if device_type == "cpu" and "device" not in given and (preset != "micro" or batch_size * block_size > 4096):
@@ -60,6 +65,8 @@ if not os.path.exists(path) and dataset == "brown":
     prepare_brown()
 if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found; run `python prepare.py --dataset={dataset}` first")
+if os.path.getsize(path) % 2 or os.path.getsize(path) // 2 <= block_size + 1:
+    raise ValueError(f"{path} is not a file of more than block_size+1={block_size + 1} uint16 token ids")
 tokens = np.memmap(path, dtype=np.uint16, mode="r")
 print(f"device {torch.cuda.get_device_name() if device_type == 'cuda' else 'cpu'}, torch {torch.__version__}, preset "
       f"{preset}, batch {batch_size} x {block_size}, {dtype}, compile={compile}, capture_unique={capture_unique}, "
@@ -83,7 +90,7 @@ def bench_training(num_senses, data):
         model.senses = functools.partial(Backpack.senses, model, dedup=False)
     optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.999), device_type)
     step_model = torch.compile(model) if compile else model
-    scaler = torch.amp.GradScaler(enabled=(dtype == "float16"))
+    scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))
     if device_type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 

@@ -57,11 +57,11 @@ def configure(settings, argv, doc="", allowed=None):
         check_known(key, known, "")
         if not eq:  # --key value, or a bare --flag (with an optional True/False after it)
             takes_bool = type(settings[key]) is bool
-            if args and (not takes_bool or args[0].lower() in ("true", "false", "1", "0")):
+            if args and not args[0].startswith("--") and (not takes_bool or args[0].lower() in ("true", "false", "1", "0")):
                 text = args.pop(0)
             elif takes_bool:
                 text = "True"
-            else:
+            else:  # a value that starts with -- needs the = form
                 raise ValueError(f"--{key} needs a value: --{key}=...")
         if isinstance(settings[key], list):  # every value given is kept: --scale a --scale b
             given[key] = settings[key] = given.get(key, []) + [text]
@@ -74,6 +74,12 @@ def configure(settings, argv, doc="", allowed=None):
             except (ValueError, SyntaxError):
                 value = text
         given[key] = settings[key] = convert(f"--{key}", value, settings[key])
+    check_allowed(settings, allowed)
+    return given
+
+
+def check_allowed(settings, allowed):
+    """Settings against their allowed values (see configure): a one-line error for the first that is not."""
     for key, rule in allowed.items():
         value = settings[key]
         if isinstance(rule, tuple) and value not in rule:
@@ -82,7 +88,6 @@ def configure(settings, argv, doc="", allowed=None):
             raise ValueError(f"--{key} must be {rule} characters long, got {value!r}" if value else f"--{key} is empty")
         if isinstance(rule, str) and not isinstance(value, str) and not in_interval(value, rule):
             raise ValueError(f"--{key} must be in {rule}, got {value!r}")
-    return given
 
 
 def in_interval(x, interval):
@@ -93,12 +98,10 @@ def in_interval(x, interval):
 
 def read_config_file(path):
     """The settings a config file assigns: its public names, less imports and functions."""
-    with open(path) as f:  # an OSError names the file
-        source = f.read()
-    namespace = {}
+    source, namespace = read_text(path), {}
     try:
         exec(compile(source, path, "exec"), namespace)
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         raise ValueError(f"error in config file {path}: {type(e).__name__}: {e}") from None
     return {k: v for k, v in namespace.items()
             if not k.startswith("_") and type(v).__name__ not in ("module", "function", "type")}
@@ -129,7 +132,8 @@ def convert(name, value, default):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     elif kind is str:
-        return str(value)
+        if isinstance(value, str):
+            return value
     elif kind is list:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value
@@ -138,21 +142,29 @@ def convert(name, value, default):
 
 def one_line_errors():
     """Make this script end on an expected error with one line on stderr, `script.py: message`, not a
-    traceback: ValueError (bad settings or input), OSError (files, the disk, the network) and Ctrl-C.
-    Under torchrun, an error before the processes connect is the same on every rank, and only rank 0 prints
-    it; after that every rank prints its own. Any other exception is a bug, and keeps its traceback."""
+    traceback: ValueError (bad settings or input), OSError (files, the disk, the network), running out of
+    memory, and Ctrl-C. Under torchrun an error before the processes connect is the same on every rank, and
+    only rank 0 prints it; after that every rank prints its own. Any other exception is a bug: a traceback."""
     prog = os.path.basename(sys.argv[0])
 
     def hook(kind, error, tb):
-        if not issubclass(kind, (ValueError, OSError, KeyboardInterrupt)):
+        memory = issubclass(kind, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(error)
+        if not (issubclass(kind, (ValueError, OSError, KeyboardInterrupt)) or memory):
             return sys.__excepthook__(kind, error, tb)
+        message = str(error)
         if isinstance(error, OSError) and error.filename:  # "No such file or directory" and the like
-            error = f"{error.filename}: {error.strerror}"
+            message = f"{error.filename}: {error.strerror}"
+        if memory:
+            message = f"out of memory ({message.splitlines()[0] if message else kind.__name__}): use smaller settings"
+        if kind is KeyboardInterrupt:
+            message = "interrupted" + (f"; {message}" if message else "")
         rank = os.environ.get("RANK", "0")  # Ctrl-C reaches every rank: rank 0 says so
-        if rank == "0" or (torch.distributed.is_initialized() and kind is not KeyboardInterrupt):
+        if rank == "0" or "TORCHELASTIC_RUN_ID" not in os.environ or (
+                torch.distributed.is_initialized() and kind is not KeyboardInterrupt):
             where = "" if rank == "0" else f" (rank {rank})"
-            message = f"interrupted{'; ' if str(error) else ''}{error}" if kind is KeyboardInterrupt else error
-            print(f"{prog}{where}: {message}", file=sys.stderr)
+            print(f"{prog}{where}: {' '.join(message.split())}", file=sys.stderr)  # one line, whatever it was
+        elif kind is not KeyboardInterrupt:  # rank 0 meets the same error: torchrun would stop it on our exit
+            time.sleep(5)
     sys.excepthook = hook
 
 
@@ -162,8 +174,8 @@ def device_and_autocast(device, dtype):
     device_type = "cuda" if device.startswith("cuda") else device.split(":")[0]
     if device_type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"--device must be cpu, cuda, cuda:N or mps, not {device!r}")
-    if device_type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device={device}, but this PyTorch has no CUDA device; use --device=cpu")
+    if device_type == "cuda" and not torch.cuda.is_available() or device_type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device={device}, but this PyTorch has no {device_type.upper()} device; use --device=cpu")
     if dtype == "auto":
         dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device_type == "cuda" else "float32"
     autocast = torch.autocast(device_type, dtype=getattr(torch, dtype)) if dtype != "float32" else contextlib.nullcontext()
@@ -186,6 +198,7 @@ def atomic_write(*paths):
     """Open PATH.tmp for writing, for each path; if the block succeeds, flush them to disk and rename each onto
     its PATH, so a reader never finds half a file (a crash leaves the old file or none). On any failure, a
     full disk or Ctrl-C too, the temp files are removed."""
+    paths = [os.fspath(p) for p in paths]
     tmps, files = [p + ".tmp" for p in paths], []
     try:
         for tmp in tmps:
@@ -264,6 +277,8 @@ def download(url, dest):
                     raise ValueError(f"{url} gave {have} bytes, but the hub says {hub}; removed them, run again")
                 break
             raise requests.RequestException(f"got {have:,} of {total:,} bytes")
+        except (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL):
+            raise ValueError(f"{url} is not a web address") from None
         except requests.RequestException as e:
             if isinstance(e, requests.ConnectionError) and not answered and failures:  # no answer, twice
                 kept = f" ({have:,} bytes of it are kept in {part})" if have else ""

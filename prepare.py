@@ -102,9 +102,11 @@ def prepare_input(patterns, name, data_dir="data", val_fraction=0.05, num_proc=N
     """Each file is one document; streamed file by file, tokenized across num_proc processes."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name or "") or name in (".", ".."):
         raise ValueError(f"--dataset must be a plain folder name (letters, digits, _ . -), got {name!r}")
+    out_dir, counts = os.path.join(data_dir, name), {"train": 0, "val": 0}
+    if any(os.path.exists(os.path.join(out_dir, f)) for f in ("train.bin", "val.bin")):  # a user's data: not replaced
+        raise FileExistsError(f"{out_dir}/ already holds a dataset: delete it first, or give another --dataset")
     paths = find_input_files(patterns)
     val = pick_val_docs(len(paths), val_fraction)
-    out_dir, counts = os.path.join(data_dir, name), {"train": 0, "val": 0}
     num_proc = num_proc or os.cpu_count() or 1
     get_tokenizer()  # fail here, not in a worker, if the ranks are bad; forked workers inherit it
     parallel = multiprocessing.Pool(num_proc) if num_proc > 1 and len(paths) > 1 else contextlib.nullcontext()
@@ -164,6 +166,9 @@ def tokenize_shard(tar_path, shard_paths, pool, val_fraction, tokens_before):
     except tarfile.TarError as e:
         os.remove(tar_path)
         raise ValueError(f"{tar_path} is not a valid tar ({e}); deleted it: run again to download it again") from None
+    if not members:  # an empty shard would quietly make an empty dataset
+        os.remove(tar_path)
+        raise ValueError(f"{tar_path} holds no .xz members: not an OpenWebText shard; deleted it, run again")
     tasks = [(tar_path, name, offset, size, val_fraction) for name, offset, size in members]
     stats, t0 = dict(train_tokens=0, val_tokens=0, train_docs=0, val_docs=0, val_fraction=val_fraction), time.time()
     with atomic_write(*shard_paths) as (train_f, val_f, record_f):
@@ -193,12 +198,15 @@ def prepare_openwebtext(data_dir="data", shards=None, base_url=OWT_BASE_URL, num
     out_dir = os.path.join(data_dir, "openwebtext")
     shard_dir, final = os.path.join(out_dir, "shards"), [os.path.join(out_dir, n) for n in ("train.bin", "val.bin", "meta.json")]
 
-    def made_with_same_settings(paths):  # the files exist, and their json says they hold what we want
-        if not all(os.path.exists(p) for p in paths):
+    def made_with_same_settings(paths):  # the files exist, and their record says they hold what we want
+        try:
+            with open(paths[-1]) as f:
+                meta = json.load(f)
+            counts_known = all(type(meta.get(k)) is int for k in ("train_tokens", "val_tokens", "train_docs", "val_docs"))
+        except (OSError, ValueError, AttributeError):  # missing or damaged: made again
             return False
-        with open(paths[-1]) as f:
-            meta = json.load(f)
-        return meta.get("val_fraction") == val_fraction and meta.get("shards", shards) == shards
+        return counts_known and all(map(os.path.exists, paths)) and meta.get("val_fraction") == val_fraction \
+            and meta.get("shards", shards) == shards
 
     if made_with_same_settings(final):
         print(f"openwebtext: {out_dir}/ already holds shards {shards}; delete it to redo")
@@ -264,8 +272,13 @@ def main(argv):
                                              num_proc="[1, inf)", base_url="[1, inf)"))
     if s["files"] and ("dataset" not in given or s["dataset"] in ("brown", "openwebtext")):
         raise ValueError("--files needs --dataset=NAME, a new name: the folder under --data_dir to write")
+    if s["dataset"] != "openwebtext" and (owt := [k for k in ("shards", "base_url", "keep_downloads", "keep_shards")
+                                               if k in given]):
+        raise ValueError(f"--{owt[0]} is a setting of --dataset=openwebtext")
     if s["files"]:
-        prepare_input(s["files"].split(","), s["dataset"], s["data_dir"], s["val_fraction"], s["num_proc"])
+        if not (patterns := [f for f in s["files"].split(",") if f]):
+            raise ValueError("--files names no file")
+        prepare_input(patterns, s["dataset"], s["data_dir"], s["val_fraction"], s["num_proc"])
     elif s["dataset"] == "brown":
         prepare_brown(s["data_dir"], s["val_fraction"])
     elif s["dataset"] == "openwebtext":

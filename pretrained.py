@@ -35,6 +35,9 @@ def load(source):
         if not found:
             raise FileNotFoundError(f"{path}/ has no ckpt.pt, pytorch_model.bin or model.safetensors; train a model "
                                     f"with `python train.py`, or use {HUB_NAME}")
+        if "ckpt.pt" in found and len(found) > 1:  # two models, perhaps different ones: which is meant?
+            raise ValueError(f"{path}/ holds both train.py's ckpt.pt and the released layout's {found[1]}: give the "
+                             "path of the file you mean")
         path = os.path.join(path, found[0])
     try:
         if path.endswith(".ckpt"):
@@ -43,7 +46,8 @@ def load(source):
             with open(os.path.join(os.path.dirname(path), "config.json")) as f:
                 return Backpack.from_tensors(*released_to_ours(read_safetensors(path), json.load(f)))
         return Backpack.from_pretrained(path)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, OSError) as e:
+    except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, OSError, AttributeError,
+            IndexError, OverflowError, MemoryError) as e:  # a file that is not what it should be, whichever way
         raise ValueError(f"cannot read {path}: {what_went_wrong(path, e)}") from None
 
 
@@ -54,12 +58,14 @@ def what_went_wrong(path, e):
             return "it is a Git LFS pointer, not the weights: run `git lfs pull` in its repository"
     if isinstance(e, KeyError):
         return f"{e} is missing from its config.json or checkpoint"
+    if isinstance(e, (TypeError, AttributeError, IndexError, OverflowError, MemoryError)):
+        return f"it is not laid out as a Backpack checkpoint of any kind this code reads ({type(e).__name__}: {e})"
     if isinstance(e, FileNotFoundError) and str(e.filename).endswith("config.json"):
         return "it is neither train.py's ckpt.pt (no model_args) nor the released layout (no config.json beside it)"
     message = " ".join(str(e).split())  # torch's errors span several lines
     if "Unsupported global" in message:  # and torch's advice, weights_only=False, would run them
         return "it holds Python objects that loading would run, and nothing in a checkpoint is run here"
-    if isinstance(e, (pickle.UnpicklingError, EOFError)) or "PytorchStreamReader" in message:
+    if isinstance(e, (pickle.UnpicklingError, EOFError)) or "PytorchStreamReader" in message or "mmap" in message:
         return "it is no checkpoint that torch can read (truncated? delete it and fetch it again)"
     return message
 
@@ -85,7 +91,8 @@ def fetch(name):
 def save_pretrained(model, path):
     """config.json and pytorch_model.bin in the released stanfordnlp/backpack-gpt2 layout (Conv1D weights (in, out),
     every tied alias present), written atomically. load() reads it back exactly, and so does the released model
-    code (config.json's auto_map names its two .py files, to copy beside it)."""
+    code (config.json's auto_map names its two .py files, to copy beside it). Edits of senses are not saved (the
+    layout has no place for them), and dropout is written for the released code but not read back."""
     c = model.config
     if not c.num_senses or not c.bias:
         raise ValueError("save_pretrained: the released layout needs senses and biases; save this model as train.py "

@@ -21,6 +21,7 @@ from pretrained import load
 from senses import apply_interventions
 from tokenizer import EOT, get_tokenizer
 
+_before = set(globals())  # the names above are not settings
 init_from = "resume"  # 'resume' (the run in out_dir), or anything pretrained.load takes: stanfordnlp/backpack-gpt2, ...
 out_dir = "out"
 start = "<|endoftext|>"  # the prompt, or FILE:path
@@ -37,11 +38,13 @@ edit = []  # WORD:OLD->NEW, the paper's knowledge edit: MacBook:Apple->HP
 topic = ""  # steer towards a topic: comma-separated words, e.g. food,dining
 strength = 2  # --topic's boost: 1, 2 or 3
 topic_vocab = 5000  # --topic scores the N most common words; 0: all (the default on CUDA; slow on a CPU)
+settings = {k: v for k, v in globals().items() if k not in _before and not k.startswith("_")}
 allowed = dict(init_from="[1, inf)", out_dir="[1, inf)", num_samples="[1, inf)", max_new_tokens="[0, inf)",
-               temperature="[0, inf)", top_k="[0, inf)", seed="[0, inf)", dtype=("auto", "float32", "bfloat16", "float16"),
+               temperature="[0, inf)", top_k="[0, inf)", seed="[0, 1e18]", dtype=("auto", "float32", "bfloat16", "float16"),
                strength="[1, 3]", topic_vocab="[0, inf)")  # an interval for a number (inf: none), a string's choices
 one_line_errors()
-given = configure(globals(), sys.argv[1:], __doc__, allowed)
+given = configure(settings, sys.argv[1:], __doc__, allowed)
+globals().update(settings)
 device_type, dtype, autocast = device_and_autocast(device, dtype)
 topic_vocab = 0 if device_type == "cuda" and "topic_vocab" not in given else topic_vocab
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `python sample.py | head` ends quietly

@@ -209,6 +209,14 @@ def test_generate_never_samples_padding_ids():
     assert out.max() < GPT2_VOCAB
 
 
+def test_generate_at_extreme_temperatures():
+    model = tiny_model()
+    x = torch.zeros(3, 2, dtype=torch.long)
+    torch.manual_seed(1)  # a tiny temperature is greedy, not an overflow to nan
+    assert torch.equal(model.generate(x, 10, temperature=1e-30), model.generate(x, 10, temperature=0))
+    assert model.generate(x, 10, temperature=1e30).shape == (3, 12)  # a huge one: every token alike
+
+
 def test_generate_sampling_with_top_k():
     model = tiny_model()
     torch.manual_seed(1)
@@ -370,6 +378,8 @@ def test_flash_attention_bf16_agrees_with_float32():
     (dict(num_senses=-1), r"num_senses >= 0"),
     (dict(n_embd="64"), "int sizes"),
     (dict(n_embd=64.0), "int sizes"),  # would fail deep inside torch
+    (dict(bias="no"), "int sizes"),
+    (dict(layer_norm_eps=-1.0), "int sizes"),
     (dict(dropout=1.0), r"dropout in \[0, 1\)"),  # would zero everything in training
     (dict(dropout=-0.1), r"dropout in \[0, 1\)"),
 ])
@@ -408,9 +418,9 @@ def test_bad_inputs():
         model(torch.zeros(0, 4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"shape \(batch, time\)"):  # a 1-D prompt
         model.generate(torch.zeros(4, dtype=torch.long), 3)
-    for kw in (dict(temperature=-1.0), dict(top_k=-5)):  # a negative temperature would pick the least likely
-        with pytest.raises(ValueError, match="temperature and top_k must be >= 0"):
-            model.generate(torch.zeros(1, 4, dtype=torch.long), 3, **kw)
+    for kw in (dict(temperature=-1.0), dict(temperature=float("inf")), dict(top_k=-5), dict(max_new_tokens=-1)):
+        with pytest.raises(ValueError, match="temperature, top_k and max_new_tokens must be >= 0"):
+            model.generate(torch.zeros(1, 4, dtype=torch.long), **{"max_new_tokens": 3, **kw})
     transformer = tiny_model(num_senses=0)
     for call in (lambda: transformer.senses(torch.tensor([[1, 2]])), lambda: transformer.sense_weights(torch.tensor([[1]])),
                  lambda: transformer.edit_senses(3, lambda s: s)):

@@ -23,7 +23,7 @@ TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--num_senses=4", "--block_s
         "--tokens_per_step=128", "--eval_iters=2", "--log_interval=1", "--warmup_iters=2", "--learning_rate=1e-2"]
 
 
-def run(script, *args, env=None, cwd=REPO):
+def run(script, *args, env=None, cwd=REPO):  # (not under torchrun: RANK, if set, must not silence an error)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "", **(env or {})}
     return subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
@@ -48,14 +48,20 @@ def files(tmp_path_factory):
     torch.manual_seed(0)
     model = Backpack(BackpackConfig(block_size=32, n_layer=1, n_head=2, n_embd=16, num_senses=4))
     ckpt = {"model_args": dataclasses.asdict(model.config), "model": model.state_dict(), "optimizer": {},
-            "iter_num": 0, "config": {}}
-    for name, content in (("model", ckpt), ("notckpt", {"weights": torch.ones(3)}),
-                          ("renamed", {**ckpt, "model": {"x" + k: v for k, v in model.state_dict().items()}})):
+            "iter_num": 0, "best_val_loss": 9.9, "config": {}}
+    for name, content in (("model", ckpt), ("notckpt", {"weights": torch.ones(3)}), ("nobest", {**ckpt, "best_val_loss": None}),
+                          ("renamed", {**ckpt, "model": {"x" + k: v for k, v in model.state_dict().items()}}),
+                          ("twomodels", ckpt)):
         os.makedirs(root / name)
         torch.save(content, root / name / "ckpt.pt")
+    torch.save({}, root / "twomodels" / "pytorch_model.bin")
+    os.makedirs(root / "dirckpt" / "ckpt.pt")
+    (root / "systemexit.py").write_text("raise SystemExit\n")
+    (root / "none_config.py").write_text("out_dir = None\n")
     os.makedirs(root / "garbage")
     (root / "garbage" / "ckpt.pt").write_bytes(b"not a checkpoint at all")
-    names = ("data", "latin1.txt", "afile", "bad_config.py", "typo_config.py", "model", "notckpt", "renamed", "garbage")
+    names = ("data", "latin1.txt", "afile", "bad_config.py", "typo_config.py", "model", "notckpt", "renamed", "garbage",
+             "nobest", "twomodels", "dirckpt", "systemexit.py", "none_config.py")
     return {name.split(".")[0]: str(root / name) for name in names} | {"tmp": str(root)}
 
 
@@ -66,7 +72,7 @@ CASES = [  # (script, arguments ({name} from the files fixture), a fragment of t
     ("train.py", ["--beta1=1.5"], "--beta1 must be in [0, 1), got 1.5"),
     ("train.py", ["--dropout=1"], "--dropout must be in [0, 1), got 1.0"),
     ("train.py", ["--batch_size=0"], "--batch_size must be in [1, inf), got 0"),
-    ("train.py", ["--seed=-1"], "--seed must be in [0, inf)"),
+    ("train.py", ["--seed=-1"], "--seed must be in [0, 1e18], got -1"),
     ("train.py", ["--out_dir="], "--out_dir is empty"),
     ("train.py", ["--decay_lr=cos"], "--decay_lr must be one of linear, cosine, constant, got 'cos'"),
     ("train.py", ["--dtype=fp8"], "--dtype must be one of auto, float32, bfloat16, float16"),
@@ -95,6 +101,16 @@ CASES = [  # (script, arguments ({name} from the files fixture), a fragment of t
     ("train.py", [*FAKE, "--init_from={model}", "--block_size=64"], "--block_size=64 is larger than"),
     ("train.py", [*FAKE, *TINY, "--out_dir={afile}/out"], "Not a directory"),  # a write that fails
     ("train.py", ["--data_dir={afile}"], "Not a directory"),  # preparing Brown: a write that fails
+    ("train.py", ["{systemexit}"], "error in config file"),
+    ("train.py", ["{none_config}"], "out_dir expects a str, got None"),
+    ("train.py", ["--out_dir", "--max_iters=3"], "--out_dir needs a value"),  # not the next option as its value
+    ("train.py", ["--setting_names=x"], "unknown config key --setting_names"),  # the script's own names are no settings
+    ("train.py", ["--init_from=resume", "--out_dir={nobest}"], "is not a train.py checkpoint"),
+    ("train.py", [*FAKE, *TINY, "--out_dir={dirckpt}"], "ckpt.pt is a folder"),
+    ("train.py", [*FAKE, "--decay_lr=cosine", "--min_lr=1"], "--min_lr=1.0 is above --learning_rate"),
+    ("train.py", [*FAKE, *TINY, "--learning_rate=1e30", "--max_iters=5", "--out_dir={tmp}/diverged"],
+     "training diverged; lower --learning_rate"),
+    ("train.py", ["--device=mps"], "no MPS device"),
     ("sample.py", ["--out_dir={model}", "--temperature=nan"], "--temperature expects a float, got 'nan'"),
     ("sample.py", ["--out_dir={model}", "--temperature=-1"], "--temperature must be in [0, inf)"),
     ("sample.py", ["--out_dir={model}", "--top_k=-5"], "--top_k must be in [0, inf), got -5"),
@@ -109,6 +125,8 @@ CASES = [  # (script, arguments ({name} from the files fixture), a fragment of t
     ("sample.py", ["--out_dir={tmp}"], "{tmp}/ has no ckpt.pt, pytorch_model.bin or model.safetensors; train a model "
                                       "with `python train.py`"),
     ("sample.py", ["--init_from={garbage}/ckpt.pt"], "cannot read {garbage}/ckpt.pt"),
+    ("sample.py", ["--out_dir={twomodels}"], "holds both train.py's ckpt.pt and"),
+    ("sample.py", ["--EOT=0"], "unknown config key --EOT"),
     ("senses.py", ["--out_dir={model}"], "give one of --word WORD, --context TEXT, --similarity FILE or --bias"),
     ("senses.py", ["--out_dir={model}", "--word", "science", "--top", "0"], "--top must be in [1, inf), got 0"),
     ("senses.py", ["--out_dir={model}", "--word", ""], "the word is empty"),
@@ -118,6 +136,8 @@ CASES = [  # (script, arguments ({name} from the files fixture), a fragment of t
     ("senses.py", ["--out_dir={model}", "--context", "The nurse", "--target", "nurses said"], "must be one token"),
     ("senses.py", ["--out_dir={model}", "--similarity", "{latin1}"], "latin1.txt is not UTF-8 text"),
     ("senses.py", ["--out_dir={model}", "--similarity", "{afile}"], "need at least 2 word1<TAB>word2<TAB>score"),
+    ("senses.py", ["--out_dir={model}", "--word", "--bias"], "--word needs a value"),
+    ("senses.py", ["--out_dir={model}", "--word", "science", "--target", " she"], "--target is not a setting of --word"),
     ("prepare.py", ["--val_fraction=1"], "--val_fraction must be in (0, 1), got 1.0"),
     ("prepare.py", ["--num_proc=0"], "--num_proc must be in [1, inf), got 0"),
     ("prepare.py", ["--dataset=wikipedia"], "unknown dataset 'wikipedia'"),
@@ -127,11 +147,16 @@ CASES = [  # (script, arguments ({name} from the files fixture), a fragment of t
     ("prepare.py", ["--files={tmp}"], "--files needs --dataset=NAME"),  # not into data/brown
     ("prepare.py", ["--files={tmp}", "--dataset=../up"], "--dataset must be a plain folder name"),
     ("prepare.py", ["--data_dir={afile}"], "Not a directory"),
+    ("prepare.py", ["--data_dir={data}", "--dataset=fake", "--files={latin1}"], "already holds a dataset"),  # no loss
+    ("prepare.py", ["--shards=3"], "--shards is a setting of --dataset=openwebtext"),
+    ("prepare.py", ["--dataset=openwebtext", "--base_url=notaurl", "--data_dir={tmp}/owt"], "is not a web address"),
     ("bench.py", ["--device=cpu", "--batch_size=0"], "--batch_size must be in [1, inf), got 0"),
     ("bench.py", ["--device=cpu", "--steps=0"], "--steps must be in [1, inf), got 0"),
     ("bench.py", ["--device=cpu", "--gen_tokens=0"], "--gen_tokens must be in [1, inf), got 0"),
     ("bench.py", ["--preset=huge"], "--preset must be one of micro, mini, small"),
     ("bench.py", ["--dataset=nothing", "--device=cpu"], "data/nothing/train.bin not found"),
+    ("bench.py", ["--device=cpu", "--train=False"], "nothing to measure"),
+    ("bench.py", ["--device=cpu", "--preset=micro", "--dataset=empty"], "is not a file of more than"),
 ]
 if not torch.cuda.is_available():
     CASES += [("train.py", ["--device=cuda"], "--device=cuda, but this PyTorch has no CUDA device; use --device=cpu"),
@@ -153,6 +178,13 @@ def test_bad_input_ends_with_one_line_that_says_what_is_wrong(files, results, ca
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{script}: "), p.stderr
     assert fragment.format(**files) in lines[0], lines[0]
+
+
+def test_rank_set_by_hand_does_not_silence_an_error(files):
+    p = run("train.py", env={"RANK": "1"})  # not torchrun: no other rank would print it
+    assert p.returncode != 0 and p.stderr.startswith("train.py (rank 1): RANK is set, but not with LOCAL_RANK")
+    p = run("sample.py", f"--out_dir={files['tmp']}/none", env={"RANK": "1"})
+    assert p.returncode != 0 and "is no file or folder" in p.stderr and p.stderr.count("\n") == 1
 
 
 def first_checkpoint(data, out, *args):

@@ -32,10 +32,11 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from backpack import Backpack, BackpackConfig
-from common import atomic_write, configure, device_and_autocast, one_line_errors
+from common import atomic_write, check_allowed, configure, convert, device_and_autocast, one_line_errors
 from prepare import prepare_brown
 from pretrained import load
 
+_before = set(globals())  # the names above are not settings
 # -----------------------------------------------------------------------------------------------------------
 # settings: the defaults are the CPU quickstart (config/train_brown.py documents them)
 # I/O
@@ -75,6 +76,8 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = "auto"  # 'auto': bfloat16 on CUDA where supported, else float16 (with loss scaling); float32 on CPU
 compile = False  # torch.compile the model
 seed = 1337
+# -----------------------------------------------------------------------------------------------------------
+settings = {k: v for k, v in globals().items() if k not in _before and not k.startswith("_")}
 # the values allowed: an interval for a number (inf: unbounded), the choices for a string, or the interval of its length
 allowed = dict(out_dir="[1, inf)", eval_interval="[1, inf)", eval_iters="[1, inf)", log_interval="[1, inf)",
                init_from="[1, inf)", data_dir="[1, inf)", dataset="[1, inf)", tokens_per_step="[1, inf)",
@@ -82,13 +85,11 @@ allowed = dict(out_dir="[1, inf)", eval_interval="[1, inf)", eval_iters="[1, inf
                num_senses="[0, inf)", sense_intermediate_scale="[1, inf)", dropout="[0, 1)", learning_rate="(0, inf)",
                max_iters="[0, inf)", weight_decay="[0, inf)", beta1="[0, 1)", beta2="[0, 1)", grad_clip="[0, inf)",
                decay_lr=("linear", "cosine", "constant"), warmup_iters="[0, inf)", min_lr="[0, inf)",
-               dtype=("auto", "float32", "bfloat16", "float16"), seed="[0, inf)")
-# -----------------------------------------------------------------------------------------------------------
-setting_names = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))]
+               dtype=("auto", "float32", "bfloat16", "float16"), seed="[0, 1e18]")
 one_line_errors()
-given = configure(globals(), sys.argv[1:], __doc__, allowed)  # the settings this command sets
-ckpt_path, ckpt = os.path.join(out_dir, "ckpt.pt"), None
-if init_from == "resume":
+given = configure(settings, sys.argv[1:], __doc__, allowed)  # the settings this command sets
+ckpt_path, ckpt = os.path.join(settings["out_dir"], "ckpt.pt"), None
+if settings["init_from"] == "resume":
     if not os.path.exists(ckpt_path):
         raise FileNotFoundError(f"--init_from=resume, but {ckpt_path} does not exist; start a run with "
                                 "--init_from=scratch (or set --out_dir)")
@@ -96,17 +97,28 @@ if init_from == "resume":
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, or not a checkpoint: torch's message is long, and advises weights_only=False
         raise ValueError(f"cannot read {ckpt_path} (truncated, or not a train.py checkpoint?): {type(e).__name__}") from None
-    if not isinstance(ckpt, dict) or not {"model_args", "model", "optimizer", "iter_num", "config"} <= ckpt.keys():
+    kinds = dict(model_args=dict, model=dict, optimizer=dict, iter_num=int, best_val_loss=float, config=dict)
+    if not isinstance(ckpt, dict) or any(not isinstance(ckpt.get(k), kind) for k, kind in kinds.items()):
         raise ValueError(f"{ckpt_path} is not a train.py checkpoint; start a new run in another --out_dir")
     # a resumed run continues as it was configured: the settings saved with it, except those given now
-    globals().update({k: v for k, v in ckpt["config"].items() if k in setting_names and k not in given
-                      and k not in ("init_from", "out_dir", "device", "dtype")})
-config = {k: globals()[k] for k in setting_names}  # saved with every checkpoint
+    for k, v in ckpt["config"].items():
+        if k in settings and k not in given and k not in ("init_from", "out_dir", "device", "dtype"):
+            settings[k] = convert(f"{ckpt_path}: {k}", v, settings[k])
+    check_allowed(settings, allowed)
+globals().update(settings)
+config = dict(settings)  # saved with every checkpoint
 ARCH_KEYS = ("block_size", "n_layer", "n_head", "n_embd", "num_senses", "sense_intermediate_scale", "bias")
+if decay_lr == "cosine" and min_lr > learning_rate:  # the rate would rise to min_lr
+    raise ValueError(f"--min_lr={min_lr} is above --learning_rate={learning_rate}: cosine decay would raise the rate")
+if os.path.isdir(ckpt_path):  # found now, not when the first checkpoint is written
+    raise IsADirectoryError(f"{ckpt_path} is a folder: a checkpoint cannot be written there")
 device_type, dtype, autocast = device_and_autocast(device, dtype)
 
 # -- processes: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE ------------------------------------------------
-ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+ddp = "RANK" in os.environ
+if ddp and not all(os.environ.get(k, "").isdecimal() for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")):
+    raise ValueError("RANK is set, but not with LOCAL_RANK and WORLD_SIZE as numbers: start several processes with "
+                     "torchrun, or unset RANK")
 rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")) if ddp else (0, 0, 1)
 master = rank == 0
 
@@ -134,8 +146,8 @@ micro_batch = sequences_per_process // grad_accum
 
 # -- data: checked before the processes connect, so that a mistake is printed once --------------------------
 data_path = {split: os.path.join(data_dir, dataset, f"{split}.bin") for split in ("train", "val")}
-for split, path in data_path.items():
-    if not os.path.exists(path) and dataset != "brown":  # Brown is prepared below
+for split, path in data_path.items():  # Brown is prepared below when neither file is there
+    if not os.path.exists(path) and (dataset != "brown" or any(map(os.path.exists, data_path.values()))):
         raise FileNotFoundError(f"{path} not found; prepare the data first (python prepare.py --dataset={dataset}) "
                                 f"or point --data_dir at the folder holding {dataset}/")
     if os.path.exists(path):  # uint16 GPT-2 ids: the first 100M of them are checked
@@ -144,7 +156,7 @@ for split, path in data_path.items():
                              "with prepare.py")
         if (top := int(np.memmap(path, dtype=np.uint16, mode="r")[:100_000_000].max())) >= 50257:
             raise ValueError(f"{path} holds token id {top}, which GPT-2 does not have: not a prepare.py file?")
-prepare_brown_first = not all(os.path.exists(p) for p in data_path.values())  # decided by every rank alike
+prepare_brown_first = not any(os.path.exists(p) for p in data_path.values())  # decided by every rank alike
 if ddp:
     if device_type == "cuda":
         device = f"cuda:{local_rank}"
@@ -199,7 +211,8 @@ elif init_from == "resume":
     saved, origin = ckpt["model_args"], ckpt.get("origin", "scratch")
     # a run fine-tuned from a trained model took its architecture from there: only block_size is this run's
     checked = ARCH_KEYS if origin == "scratch" else ("block_size",)
-    if wrong := [f"{k}={saved[k]!r} (the config says {model_args[k]!r})" for k in checked if saved[k] != model_args[k]]:
+    if wrong := [f"{k}={saved[k]!r} (the config says {model_args[k]!r})" for k in checked if saved.get(k, model_args[k])
+                 != model_args[k]]:
         raise ValueError(f"{ckpt_path} was trained with {', '.join(wrong)}; resume with the settings the run started "
                          "with (its config file), or start a new run in another --out_dir")
     if changed := [f"{k} {v!r} -> {config[k]!r}" for k, v in ckpt["config"].items()
@@ -234,9 +247,12 @@ if warmup_iters >= max_iters and not eval_only:
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))
 if ckpt is not None:
-    optimizer.load_state_dict(ckpt["optimizer"])
-    if ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{ckpt_path} holds an optimizer state that does not fit this model ({e!r})") from None
     ckpt = None  # free the memory
 raw_model = model  # what gets saved: no '_orig_mod.' or 'module.' prefixes
 if compile:
@@ -313,6 +329,9 @@ try:
         if (iter_num % eval_interval == 0 and iter_num != start_iter) or last or eval_only:
             t_eval = time.time()
             losses = estimate_loss()
+            if not (math.isfinite(losses["train"]) and math.isfinite(losses["val"])):  # and no checkpoint of it
+                raise ValueError(f"the loss is {losses['val']} at step {iter_num}: training diverged; lower "
+                                 f"--learning_rate (the last checkpoint is from step {saved_at})")
             log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             if metrics:
                 metrics.write(json.dumps({"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"]}) + "\n")
@@ -352,6 +371,9 @@ try:
             if ddp:
                 dist.all_reduce(loss_sum)
             step_loss = loss_sum.item() / iters_logged / world_size  # the mean over the interval's steps and ranks
+            if not math.isfinite(step_loss):
+                raise ValueError(f"the loss is {step_loss} at step {iter_num}: training diverged; lower "
+                                 f"--learning_rate (the last checkpoint is from step {saved_at})")
             dt = (time.time() - t_log) / iters_logged
             mfu = raw_model.estimate_mfu(micro_batch * grad_accum, dt)
             log(f"iter {iter_num}: loss {step_loss:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, {tokens_per_step / dt:,.0f} "
