@@ -15,7 +15,11 @@ as stanfordnlp/backpack-gpt2). The paper's interventions, which sample.py applie
 (scale_sense), move a fact (edit_knowledge), steer towards a topic (topic_control).
 """
 
+import base64
+import gzip
+import json
 import math
+import os
 import signal
 import sys
 
@@ -23,7 +27,7 @@ import numpy as np
 import torch
 
 from backpack import GPT2_VOCAB
-from common import configure, device_and_autocast, one_line_errors, read_text
+from common import atomic_write, configure, device_and_autocast, one_line_errors, read_text
 from pretrained import load
 from tokenizer import get_tokenizer
 
@@ -50,7 +54,7 @@ def word_ids(enc, word):
     """The GPT-2 tokens of a word as it appears inside text: with one leading space."""
     if not word.strip():
         raise ValueError("the word is empty")
-    return enc.encode(" " + word.strip())
+    return enc.encode(" " + word.strip(), disallowed_special=())  # "<|endoftext|>" in a word is just text
 
 
 def single_token(enc, text, what):
@@ -103,16 +107,24 @@ def sense_table(model, enc, token_id, top=5):
 
 # -- what drives a prediction: (context word, sense) contributions --------------------------------------------
 @torch.no_grad()
-def contributions(model, idx, target, position=-1):
+def decompose(model, idx):
+    """What the predictions on a text idx (1, T) are made of: the senses C(x_j)_l (k, T, d), the sense weights
+    alpha (k, T, T), and the model's own logits (T, V)."""
+    return model.senses(idx)[0], model.sense_weights(idx)[0], model(idx)[0][0]
+
+
+@torch.no_grad()
+def contributions(model, idx, target, position=-1, parts=None):
     """(k, T) tensor of alpha[l, i, j] * (E C(x_j)_l)[target] at position i, and the model's logit there. idx is
-    (1, T); the contributions sum exactly (up to float rounding) to logit(i, target)."""
+    (1, T); the contributions sum exactly (up to float rounding) to logit(i, target). parts: decompose(model, idx),
+    if it is at hand."""
     T = idx.size(1)
     i = position + T if position < 0 else position
-    if not 0 <= i < T:
-        raise ValueError(f"position {position} is outside the context's {T} tokens")
-    senses, alpha = model.senses(idx)[0], model.sense_weights(idx)[0]  # (k, T, d), (k, T, T)
+    if not 0 <= i < T or not 0 <= target < model.config.vocab_size:  # target -1 would be a padding row
+        raise ValueError(f"position {position} is outside the context's {T} tokens, or target {target} is no token")
+    senses, alpha, logits = parts if parts is not None else decompose(model, idx)  # (k, T, d), (k, T, T), (T, V)
     contrib = alpha[:, i, :] * (senses @ model.wte.weight[target])  # (E C(x_j)_l)[target]: (k, T)
-    return contrib, model(idx)[0][0, i, target].item()
+    return contrib, logits[i, target].item()
 
 
 # -- word similarity (the paper's section 5.2) ----------------------------------------------------------------
@@ -127,6 +139,8 @@ def spearman(x, y):
     """Spearman's rho: the Pearson correlation of the (tie-averaged) ranks. nan if either is constant."""
     if len(x) != len(y) or len(x) < 2:
         raise ValueError("spearman needs two sequences of the same length >= 2")
+    if np.isnan(x).any() or np.isnan(y).any():  # a nan would get a rank as if it were a number
+        return float("nan")
     rx, ry = rankdata(x), rankdata(y)
     rx, ry = rx - rx.mean(), ry - ry.mean()
     denom = math.sqrt((rx * rx).sum() * (ry * ry).sum())
@@ -231,7 +245,7 @@ def scale_sense(model, token_id, factors):
     """Multiply senses of a word wherever it occurs: factors {sense: factor}; {10: 0.0} removes sense 10 (the paper's
     gender-bias fix). The same as scaling alpha[:, l, :, j] at every position j of the word."""
     k = model.config.num_senses
-    if bad := [l for l in factors if not 0 <= l < k]:  # -1 would silently scale the last one
+    if bad := [l for l in factors if type(l) is not int or not 0 <= l < k]:  # -1 would scale the last one, 1.5 none
         raise ValueError(f"sense {bad[0]} is out of range: this model has senses 0..{k - 1}")
     scale = [factors.get(l, 1.0) for l in range(k)]
     return model.edit_senses(token_id, lambda s: s * s.new_tensor(scale)[:, None])
@@ -256,7 +270,7 @@ def parse_scale(spec):
     """'nurse:10=0' or 'nurse:10=0,3=0.5' -> ('nurse', {10: 0.0, 3: 0.5})."""
     word, sep, rest = spec.rpartition(":")
     pairs = [item.partition("=") for item in rest.split(",")]
-    if not sep or not word.strip() or not all(sense.strip().isdigit() and eq and is_number(value)
+    if not sep or not word.strip() or not all(sense.strip().isdecimal() and eq and is_number(value)
                                               for sense, eq, value in pairs):
         raise ValueError(f"--scale {spec!r}: expected WORD:SENSE=FACTOR[,SENSE=FACTOR...], e.g. nurse:10=0")
     return word, {int(sense): float(value) for sense, _, value in pairs}
@@ -283,7 +297,8 @@ def topic_bag(enc, words):
     """A topic's bag of word ids: for each word, ' word' and ' Word' where that is one token; and the words missed."""
     bag, missing = set(), []
     for w in (w.strip() for w in words if w.strip()):
-        found = [ids[0] for v in dict.fromkeys([w, w[:1].upper() + w[1:]]) if len(ids := enc.encode(" " + v)) == 1]
+        found = [ids[0] for v in dict.fromkeys([w, w[:1].upper() + w[1:]])
+                 if len(ids := enc.encode(" " + v, disallowed_special=())) == 1]
         bag.update(found)
         missing += [] if found else [w]
     return sorted(bag), missing
@@ -324,6 +339,7 @@ def topic_control(model, enc, words, strength=2, topic_vocab=None, log=print):
     means every word on CUDA, 5000 elsewhere. Returns the number of words edited."""
     if strength not in TOPIC_BOOSTS:
         raise ValueError(f"--strength must be 1, 2 or 3, got {strength}")
+    words = words.split(",") if isinstance(words, str) else words  # "food": one word, not four letters
     bag, missing = topic_bag(enc, words)
     if missing:
         log(f"note: topic words that are not one token (with a leading space, lower or capitalized) are left out "
@@ -367,6 +383,70 @@ def apply_interventions(model, enc, scale=(), edit=(), topic="", strength=2, top
             edit_knowledge(model, i, old_id, new_id)
     if topic:
         topic_control(model, enc, topic.split(","), strength, topic_vocab, log)
+
+
+# -- a page to look at: senses.py --context TEXT --html FILE -------------------------------------------------
+PAGE_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "senses.html")
+
+
+def base64_floats(array, dtype):
+    """A float array as base64 of little-endian float32s or float16s ("<f4", "<f2"): the page decodes them."""
+    return base64.b64encode(np.asarray(array, dtype=dtype).tobytes()).decode()
+
+
+@torch.no_grad()
+def page_data(model, enc, text, about, top=10):
+    """The numbers senses.py's page shows for a text: per position, the top next tokens; for each of them and the
+    actual next token, the exact contributions of each context word (contributions(), as --context prints them)
+    and the model's logit; the sense weights and the words' vocabulary scores (float16: for the hover breakdowns
+    and the maps); and the sense table of each distinct word (sense_table(), as --word prints it)."""
+    ids = enc.encode(text, allowed_special={"<|endoftext|>"})
+    if not 0 < len(ids) <= model.config.block_size:
+        raise ValueError(f"the text is {len(ids)} tokens; the page takes 1 to block_size={model.config.block_size}")
+    idx = torch.tensor([ids], device=model.wte.weight.device)
+    parts = decompose(model, idx)
+    senses, alpha, logits = parts
+    probs = torch.softmax(logits[:, :GPT2_VOCAB].float(), dim=-1)
+    best = probs.topk(min(top, GPT2_VOCAB), dim=-1).indices.tolist()
+    T, k = len(ids), model.config.num_senses
+    nexts = [ids[i + 1] if i + 1 < T else None for i in range(T)]
+    distinct = list(dict.fromkeys(ids))  # in order of first occurrence
+    rank = [distinct.index(t) for t in ids]
+    candidates = [list(dict.fromkeys(best[i] + ([nexts[i]] if nexts[i] is not None else []))) for i in range(T)]
+    totals, page_logits = [], []  # per position and candidate: each word's share, and the logit they sum to
+    for i in range(T):
+        for w in candidates[i]:
+            contrib, logit = contributions(model, idx, w, i, parts)
+            totals.append(contrib.sum(0)[:i + 1].cpu())
+            page_logits.append(logit)
+    # (E C(x)_l)[w] for every candidate w and the distinct words x before its last position as a candidate
+    last = {w: i for i in range(T) for w in candidates[i]}
+    first = [ids.index(x) for x in distinct]
+    E = model.wte.weight
+    blocks, offsets, at = [], {}, 0
+    for w in sorted(last):
+        n = sum(f <= last[w] for f in first)
+        block = (senses[:, first[:n], :] @ E[w]).T  # (n, k)
+        offsets[w], at = at, at + block.numel()
+        blocks.append(block.flatten())
+    tables = [[[[[word, round(v, 2)] for word, v in words] for words in row] for row in sense_table(model, enc, x, 10)]
+              for x in distinct]  # as --word prints them
+    return {"about": about, "text": text, "tokens": [enc.decode([t]) for t in ids], "ids": ids, "k": k, "rank": rank,
+            "next": nexts, "candidates": candidates, "vocab": {w: enc.decode([w]) for c in candidates for w in c},
+            "probs": [[probs[i, w].item() for w in candidates[i]] for i in range(T)],
+            "totals": base64_floats(torch.cat(totals), "<f4"), "logits": page_logits,
+            "alpha": base64_floats(torch.cat([alpha[l, i, :i + 1] for l in range(k) for i in range(T)]).cpu(), "<f2"),
+            "scores": base64_floats(torch.cat(blocks).cpu(), "<f2"), "score_offset": offsets, "tables": tables}
+
+
+def write_page(data, path):
+    """The page: assets/senses.html with the data in it (JSON, gzipped and base64-encoded: 1 to 1.5 MB for 128
+    tokens rather than 2 to 3), one file that opens offline."""
+    packed = base64.b64encode(gzip.compress(json.dumps(data, separators=(",", ":")).encode(), mtime=0)).decode()
+    with open(PAGE_TEMPLATE, encoding="utf-8") as f:
+        page = f.read().replace('"/*DATA*/"', f'"{packed}"')
+    with atomic_write(path) as f:
+        f.write(page.encode("utf-8"))
 
 
 # -- the command line: one function per mode ------------------------------------------------------------------
@@ -453,18 +533,30 @@ def main(argv):
              word="", subword=0, top=5,  # --word: the sense table of a word (which subword, how many words per sense)
              context="", target="", position=-1,  # --context: its prediction at --position (the last) of --target
              similarity="",  # a word1<TAB>word2<TAB>score file
-             bias=False, sense=10, factor=0.0)  # --bias: the he/she bias before and after scaling --sense by --factor
+             bias=False, sense=10, factor=0.0,  # --bias: the he/she bias before and after scaling --sense by --factor
+             html="")  # with --context or --word: write a page to look at into this file, instead of a table
     given = configure(s, argv, __doc__, dict(init_from="[1, inf)", out_dir="[1, inf)", top="[1, inf)",
                                                subword="[0, inf)", sense="[0, inf)", factor="(-inf, inf)"))
     modes = [mode for mode in ("word", "context", "similarity", "bias") if mode in given and given[mode] is not False]
     if len(modes) != 1:
         raise ValueError("give one of --word WORD, --context TEXT, --similarity FILE or --bias (python senses.py --help)")
+    own = dict(word=("subword", "top", "html"), context=("target", "position", "top", "html"), similarity=(),
+               bias=("sense", "factor"))
+    if stray := [k for k in ("subword", "top", "target", "position", "sense", "factor", "html")
+                 if k in given and k not in own[modes[0]]]:
+        raise ValueError(f"--{stray[0]} is not a setting of --{modes[0]}")  # it would be silently ignored
     device_and_autocast(s["device"], "float32")  # only to check --device: the analyses run in float32
     source = s["out_dir"] if s["init_from"] == "resume" else s["init_from"]
     enc, model = get_tokenizer(), load(source).to(s["device"])
     if not model.config.num_senses:
         raise ValueError(f"the model in {source} has no senses (num_senses=0: a matched Transformer)")
-    if modes == ["word"]:
+    if s["html"]:  # a page of the context, or of the word alone
+        c = model.config
+        about = (f"{source}: a Backpack of {sum(p.numel() for p in model.parameters()):,} parameters ({c.n_layer} "
+                 f"layers, width {c.n_embd}, {c.num_senses} senses)")
+        write_page(page_data(model, enc, s["context"] or " " + s["word"].strip(), about), s["html"])
+        print(f"wrote {s['html']} ({os.path.getsize(s['html']) / 1e3:,.0f} kB): open it in a browser")
+    elif modes == ["word"]:
         print_word(model, enc, s["word"], s["subword"], s["top"])
     elif modes == ["context"]:
         print_context(model, enc, s["context"], s["target"], s["position"], s["top"])

@@ -55,6 +55,8 @@ def test_contributions_sum_to_the_logit():
         assert contrib[l, j].item() == pytest.approx(by_hand.item(), rel=1e-5, abs=1e-8)
     with pytest.raises(ValueError, match="position 12 is outside"):
         senses.contributions(model, idx, 7, 12)
+    with pytest.raises(ValueError, match="target -1 is no token"):  # it would read a padding row
+        senses.contributions(model, idx, -1)
 
 
 # 2. interventions in backpack.py
@@ -80,6 +82,8 @@ def test_scale_sense_equals_scaling_alpha_at_the_words_positions():
         senses.scale_sense(model, 5, {4: 0.0})
     with pytest.raises(ValueError, match="sense -1 is out of range"):  # it would silently scale the last sense
         senses.scale_sense(model, 5, {-1: 0.0})
+    with pytest.raises(ValueError, match="sense 1.5 is out of range"):  # it would scale none
+        senses.scale_sense(model, 5, {1.5: 0.0})
 
 
 def test_edit_knowledge_formula_on_hand_made_vectors():
@@ -119,6 +123,7 @@ def test_spearman_against_hand_values():
     assert senses.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(3 / 10 ** 0.5)
     assert senses.spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
     assert np.isnan(senses.spearman([1, 1, 1], [1, 2, 3]))
+    assert np.isnan(senses.spearman([1, np.nan, 3], [1, 2, 3]))  # not a rank for nan
 
 
 def test_read_similarity(tmp_path):
