@@ -154,8 +154,7 @@ class Backpack(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.config = config
-        d = config.n_embd
+        self.config, d = config, config.n_embd
         self.wte = nn.Embedding(config.vocab_size, d)  # the word embeddings E, also the output projection
         # the contextualization network: GPT-2, with position embeddings of its own
         self.wpe = nn.Embedding(config.block_size, d)
@@ -178,9 +177,8 @@ class Backpack(nn.Module):
 
     def senses(self, idx, dedup=True):
         """The sense vectors C(x_j)_l at every position: (B, T) ids -> (B, k, T, d). They depend on the id
-        alone, so the sense network runs once per distinct id and the result is gathered (a 32 x 512
-        batch of English has about 4 tokens per distinct id). The same numbers as dedup=False, except that
-        in training the copies of an id share a dropout mask. Edits (edit_senses) replace their words'."""
+        alone, so the network runs once per distinct id (a 32 x 512 batch of English has about 4 tokens per
+        id): the same as dedup=False, but copies share a dropout mask. Edits replace their words' senses."""
         assert self.config.num_senses, "this model has no senses (num_senses=0: the matched Transformer)"
         self._check(idx)
         B, T = idx.size()
@@ -243,11 +241,10 @@ class Backpack(nn.Module):
             if senses is None:
                 senses = self.senses(idx)
             logits = F.linear(self.weighted_sum(sense_weights, senses), self.wte.weight)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1).long(),
-                                   ignore_index=-1)
-        return logits, loss
+        if targets is None:
+            return logits, None
+        return logits, F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1).long(),
+                                       ignore_index=-1)
 
     def _check(self, idx, max_len=None):
         # mistakes that would otherwise fail deep inside torch, or as a device-side assert on CUDA
@@ -283,19 +280,19 @@ class Backpack(nn.Module):
         return logits
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Continue idx (B, T) by max_new_tokens tokens; temperature=0 takes the most likely token.
-        Past block_size the model sees the last block_size tokens, exactly like an uncached run."""
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None):
+        """Continue idx (B, T) by max_new_tokens tokens. temperature=0 takes the most likely token; top_k and
+        top_p (the nucleus) sample among the most likely only. Past block_size the model sees the last
+        block_size tokens, exactly like an uncached run."""
         self._check(idx)  # a 1-D prompt would fail below; a negative temperature would pick the least likely
-        if not 0 <= temperature < float("inf") or (top_k or 0) < 0 or max_new_tokens < 0:
-            raise ValueError("generate: temperature, top_k and max_new_tokens must be >= 0 (and finite)")
+        if not 0 <= temperature < float("inf") or (top_k or 0) < 0 or max_new_tokens < 0 \
+                or top_p is not None and not 0 < top_p <= 1:
+            raise ValueError("generate: temperature, top_k, max_new_tokens must be >= 0, top_p in (0, 1]")
         block_size, cache = self.config.block_size, None
         for _ in range(max_new_tokens):
-            if cache is None or cache["length"] == block_size:  # the window slides and every position
-                cache = self.new_cache()  # shifts: run it again from scratch
-                logits = self.forward_cached(idx[:, -block_size:], cache)
-            else:
-                logits = self.forward_cached(idx[:, -1:], cache)
+            if cache is None or cache["length"] == block_size:  # the window slides: every position shifts, so
+                cache = self.new_cache()  # it is run again from scratch
+            logits = self.forward_cached(idx[:, -block_size:] if cache["length"] == 0 else idx[:, -1:], cache)
             logits = logits[:, -1, :].double()  # float64: a temperature of 1e-300 is no float32
             if GPT2_VOCAB <= self.config.vocab_size < GPT2_VOCAB + 64:  # GPT-2's vocabulary, padded up
                 logits[:, GPT2_VOCAB:] = float("-inf")  # never sample the padding ids
@@ -306,6 +303,10 @@ class Backpack(nn.Module):
                 if top_k:  # None or 0: every token
                     v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
                     logits[logits < v[:, [-1]]] = float("-inf")
+                if top_p and top_p < 1:  # the nucleus: the fewest likeliest tokens making up top_p
+                    p, order = F.softmax(logits, dim=-1).sort(dim=-1, descending=True)
+                    beyond = p.cumsum(dim=-1) - p >= top_p  # the tokens after the nucleus is full
+                    logits[torch.zeros_like(beyond).scatter(-1, order, beyond)] = float("-inf")
                 idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
             idx = torch.cat((idx, idx_next), dim=1)
         return idx
@@ -313,10 +314,9 @@ class Backpack(nn.Module):
     # -- interventions ---------------------------------------------------------------------------------
     @torch.no_grad()
     def edit_senses(self, token_id, edit):
-        """Replace the senses of one word by edit(its (k, d) senses) wherever it occurs, in forward and in
-        generate, until `model.sense_edits.clear()`. Edits compose. Returns the new senses. For example,
-        `model.edit_senses(nurse_id, lambda s: s * 0.5)` halves every sense of ' nurse'. The paper's
-        interventions (scale a sense, move a fact, steer to a topic) are built on this in senses.py."""
+        """Replace the senses of one word by edit(its (k, d) senses) wherever it occurs, in forward and
+        generate, until `model.sense_edits.clear()`; edits compose. edit_senses(nurse_id, lambda s: s * 0.5)
+        halves each sense of ' nurse'; the paper's interventions build on this (senses.py). Returns them."""
         token_id = operator.index(token_id)  # a 0-d tensor becomes the int that the edits are keyed by
         training = self.training  # the senses without dropout, whatever mode the model is in
         try:

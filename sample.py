@@ -29,6 +29,7 @@ num_samples = 3
 max_new_tokens = 200
 temperature = 0.8  # 0 takes the most likely token (greedy)
 top_k = 200  # sample from the top_k most likely tokens; 0: from all
+top_p = 1.0  # ... and from the nucleus: the fewest most likely tokens whose probabilities add up to top_p
 seed = 1337
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = "auto"  # 'auto': bfloat16 on CUDA where supported, else float16; float32 on CPU
@@ -40,7 +41,7 @@ strength = 2  # --topic's boost: 1, 2 or 3
 topic_vocab = 5000  # --topic scores the N most common words; 0: all (the default on CUDA; slow on a CPU)
 settings = {k: v for k, v in globals().items() if k not in _before and not k.startswith("_")}
 allowed = dict(init_from="[1, inf)", out_dir="[1, inf)", num_samples="[1, inf)", max_new_tokens="[0, inf)",
-               temperature="[0, inf)", top_k="[0, inf)", seed="[0, 1e18]", dtype=("auto", "float32", "bfloat16", "float16"),
+               temperature="[0, inf)", top_k="[0, inf)", top_p="(0, 1]", seed="[0, 1e18]", dtype=("auto", "float32", "bfloat16", "float16"),
                strength="[1, 3]", topic_vocab="[0, inf)")  # an interval for a number (inf: none), a string's choices
 one_line_errors()
 given = configure(settings, sys.argv[1:], __doc__, allowed)
@@ -65,7 +66,7 @@ if len(ids) > model.config.block_size:
     ids = ids[-model.config.block_size:]
 x = torch.tensor([ids], device=device).expand(num_samples, -1)  # all samples in one batch
 with autocast:
-    y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k)
+    y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
 for row in y.tolist():
     print(enc.decode(row[1:] if ids == [EOT] else row))  # an unconditional sample: only what the model wrote
     print("---------------")

@@ -217,6 +217,23 @@ def test_generate_at_extreme_temperatures():
     assert model.generate(x, 10, temperature=1e30).shape == (3, 12)  # a huge one: every token alike
 
 
+@pytest.mark.parametrize("top_p,top_k", [(0.5, None), (0.9, None), (0.3, 5), (1.0, None)])
+def test_top_p_samples_only_from_the_nucleus(top_p, top_k):
+    # the nucleus: the fewest most likely tokens whose probabilities add up to top_p (after temperature and top_k)
+    model = tiny_model(vocab_size=GPT2_VOCAB + 7, n_embd=16)
+    prompt = torch.randint(0, 200, (64, 3), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(2)
+    out = model.generate(prompt, 1, temperature=0.7, top_k=top_k, top_p=top_p)
+    logits = model(prompt)[0][:, -1, :GPT2_VOCAB].double() / 0.7
+    if top_k:
+        logits[logits < logits.topk(top_k).values[:, [-1]]] = float("-inf")
+    p, order = logits.softmax(-1).sort(descending=True)
+    size = ((p.cumsum(-1) - p) < top_p).sum(-1)  # tokens until the mass reaches top_p, the one reaching it included
+    for row in range(64):
+        assert out[row, -1] in order[row, :size[row]].tolist()
+    assert size.min() >= 1 and (top_p == 1.0 or (size < GPT2_VOCAB).all())
+
+
 def test_generate_sampling_with_top_k():
     model = tiny_model()
     torch.manual_seed(1)
@@ -418,8 +435,9 @@ def test_bad_inputs():
         model(torch.zeros(0, 4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"shape \(batch, time\)"):  # a 1-D prompt
         model.generate(torch.zeros(4, dtype=torch.long), 3)
-    for kw in (dict(temperature=-1.0), dict(temperature=float("inf")), dict(top_k=-5), dict(max_new_tokens=-1)):
-        with pytest.raises(ValueError, match="temperature, top_k and max_new_tokens must be >= 0"):
+    for kw in (dict(temperature=-1.0), dict(temperature=float("inf")), dict(top_k=-5), dict(max_new_tokens=-1),
+               dict(top_p=0.0), dict(top_p=1.5)):
+        with pytest.raises(ValueError, match=r"temperature, top_k, max_new_tokens must be >= 0, top_p in \(0, 1\]"):
             model.generate(torch.zeros(1, 4, dtype=torch.long), **{"max_new_tokens": 3, **kw})
     transformer = tiny_model(num_senses=0)
     for call in (lambda: transformer.senses(torch.tensor([[1, 2]])), lambda: transformer.sense_weights(torch.tensor([[1]])),
