@@ -9,6 +9,7 @@ so E C(x)_l, a sense's "vocabulary scores", says what sense l of word x adds to 
     python senses.py --context "The nurse said that" --target " she"   # which (word, sense) pairs drive it
     python senses.py --similarity simlex.txt               # word similarity: Spearman rho per sense
     python senses.py --bias                                # he/she bias before and after removing sense 10
+    python senses.py --health                              # have the senses specialised, or collapsed?
 
 The model is the train.py run in out/ unless --init_from names another (anything pretrained.load takes, such
 as stanfordnlp/backpack-gpt2). The paper's interventions, which sample.py applies, are here too: scale a sense
@@ -22,6 +23,7 @@ import math
 import os
 import signal
 import sys
+from collections import Counter
 
 import numpy as np
 import torch
@@ -238,6 +240,30 @@ def gender_bias(model, enc, sense=10, factor=0.0, professions=PROFESSIONS, templ
         model.sense_edits.clear()
         model.sense_edits.update(saved)
     return before.mean().item(), after.mean().item(), [j for j in professions if j not in skipped], skipped
+
+
+# -- sense health: have the senses specialised, or collapsed? ---------------------------------------------------
+@torch.no_grad()
+def sense_health(model, tokens, words=100, windows=32):
+    """How distinct and how used a model's senses are, over a text (token ids): for its `words` most frequent
+    tokens, the mean cosine similarity between a word's k senses (1: all the same) and the entropy of each
+    sense's vocabulary distribution softmax(E C(x)_l) (ln V = 10.8 nats: flat); and over `windows` windows of the
+    text, each sense's share of the output o_i = sum_l sum_j alpha[l, i, j] C(x_j)_l, by norm (each sense's
+    alpha rows sum to 1 whatever it does, so alpha's own mass is 1/k per sense by construction).
+    Returns (mean cosine, [entropy per sense], [share per sense])."""
+    device, k, T = model.wte.weight.device, model.config.num_senses, model.config.block_size
+    ids = torch.tensor([t for t, _ in Counter(tokens).most_common(words)], device=device)
+    senses = torch.nn.functional.normalize(model.senses(ids[None])[0].transpose(0, 1).float(), dim=-1)  # (n, k, d)
+    cosines = senses @ senses.transpose(1, 2)  # (n, k, k)
+    cosine = ((cosines.sum((1, 2)) - k) / (k * (k - 1))).mean().item() if k > 1 else 1.0
+    logp = torch.log_softmax(model.senses(ids[None])[0].float() @ model.wte.weight[:GPT2_VOCAB].float().T, dim=-1)
+    entropy = (-(logp.exp() * logp).sum(-1)).mean(1).tolist()  # (k,): mean over the words
+    norms = torch.zeros(k, device=device)
+    for start in list(range(0, max(1, len(tokens) - T), max(1, (len(tokens) - T) // windows)))[:windows]:
+        idx = torch.tensor([tokens[start:start + T]], device=device)
+        parts = model.sense_weights(idx)[0] @ model.senses(idx)[0]  # (k, T, d): sense l's part of every o_i
+        norms += parts.norm(dim=-1).mean(-1)
+    return cosine, entropy, (norms / norms.sum()).tolist()
 
 
 # -- the paper's interventions: persistent edits of senses (Backpack.edit_senses) -----------------------------
@@ -527,6 +553,20 @@ def print_bias(model, enc, sense=10, factor=0.0):
     print(f"  each profession's {change}: {after:.3f} ({100 * (before - after) / before:+.0f}% reduction)")
 
 
+def print_health(model, path, words=100):
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: --health measures over a prepared text (python prepare.py)")
+    tokens = np.fromfile(path, dtype=np.uint16).astype(np.int64).tolist()
+    cosine, entropy, share = sense_health(model, tokens, words)
+    k = model.config.num_senses
+    print(f"sense health over {path} ({len(tokens):,} tokens; its {words} most frequent for the first two columns)")
+    print(f"  a word's senses: mean cosine similarity {cosine:.3f} (1: all the same; collapsed senses are near 1)")
+    print(f"  sense  vocabulary entropy (nats; flat: {math.log(GPT2_VOCAB):.2f})  share of the output o (even: "
+          f"{1 / k:.1%})")
+    for l in range(k):
+        print(f"  {l:5d}  {entropy[l]:9.2f}{'':26}{share[l]:6.1%}")
+
+
 def main(argv):
     s = dict(init_from="resume", out_dir="out",  # the model: 'resume' (the train.py run in out_dir) or as pretrained.load
              device="cuda" if torch.cuda.is_available() else "cpu",
@@ -534,15 +574,17 @@ def main(argv):
              context="", target="", position=-1,  # --context: its prediction at --position (the last) of --target
              similarity="",  # a word1<TAB>word2<TAB>score file
              bias=False, sense=10, factor=0.0,  # --bias: the he/she bias before and after scaling --sense by --factor
-             html="")  # with --context or --word: write a page to look at into this file, instead of a table
+             html="",  # with --context or --word: write a page to look at into this file, instead of a table
+             health=False, data="data/brown/val.bin")  # --health: measured over this prepared text
     given = configure(s, argv, __doc__, dict(init_from="[1, inf)", out_dir="[1, inf)", top="[1, inf)",
                                                subword="[0, inf)", sense="[0, inf)", factor="(-inf, inf)"))
-    modes = [mode for mode in ("word", "context", "similarity", "bias") if mode in given and given[mode] is not False]
+    modes = [m for m in ("word", "context", "similarity", "bias", "health") if m in given and given[m] is not False]
     if len(modes) != 1:
-        raise ValueError("give one of --word WORD, --context TEXT, --similarity FILE or --bias (python senses.py --help)")
+        raise ValueError("give one of --word WORD, --context TEXT, --similarity FILE, --bias or --health "
+                         "(python senses.py --help)")
     own = dict(word=("subword", "top", "html"), context=("target", "position", "top", "html"), similarity=(),
-               bias=("sense", "factor"))
-    if stray := [k for k in ("subword", "top", "target", "position", "sense", "factor", "html")
+               bias=("sense", "factor"), health=("data",))
+    if stray := [k for k in ("subword", "top", "target", "position", "sense", "factor", "html", "data")
                  if k in given and k not in own[modes[0]]]:
         raise ValueError(f"--{stray[0]} is not a setting of --{modes[0]}")  # it would be silently ignored
     device_and_autocast(s["device"], "float32")  # only to check --device: the analyses run in float32
@@ -562,6 +604,8 @@ def main(argv):
         print_context(model, enc, s["context"], s["target"], s["position"], s["top"])
     elif modes == ["similarity"]:
         print_similarity(model, enc, s["similarity"])
+    elif modes == ["health"]:
+        print_health(model, s["data"])
     else:
         print_bias(model, enc, s["sense"], s["factor"])
 

@@ -1,5 +1,6 @@
 """Tests of senses.py and of edits of senses: tiny models on CPU, no network, seconds."""
 
+import math
 import os
 import subprocess
 import sys
@@ -346,7 +347,7 @@ def test_cli_similarity_and_bias(capsys, ckpt_dir, tmp_path, enc):
     (["--context", "The nurse said that", "--position", "9"], "--position 9 is outside"),
     (["--context", ""], "--context is empty"),
     (["--similarity", "/nonexistent/sim.txt"], "No such file or directory: '/nonexistent/sim.txt'"),
-    (["--word", "science", "--bias"], "give one of --word WORD, --context TEXT, --similarity FILE or --bias"),
+    (["--word", "science", "--bias"], "give one of --word WORD, --context TEXT, --similarity FILE, --bias or --health"),
     (["--wrd", "science"], "unknown config key --wrd (did you mean --word?)"),
     pytest.param(["--word", "science", "--device", "cuda"], "this PyTorch has no CUDA device",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")),
@@ -377,3 +378,20 @@ def test_sample_py_interventions(ckpt_dir):
     p = run("--scale", "nurse")
     assert p.returncode == 1 and p.stderr == "sample.py: --scale 'nurse': expected WORD:SENSE=FACTOR[,SENSE=FACTOR...], " \
                                             "e.g. nurse:10=0\n"
+
+
+def test_sense_health_shows_a_collapse(enc):
+    model = gpt2_model(seed=4, num_senses=4)
+    tokens = enc.encode("the cat sat on the mat, and the dog sat on the log; the end. " * 20)
+    cosine, entropy, share = senses.sense_health(model, tokens, words=10, windows=4)
+    assert -1 < cosine < 0.9 and len(entropy) == len(share) == 4 and sum(share) == pytest.approx(1)
+    assert all(0 < e <= math.log(50257) + 1e-3 for e in entropy)  # float32 rounding near the flat maximum
+    with torch.no_grad():  # every sense the same: the last layer of the sense network repeats sense 0
+        proj = model.sense_network.final_mlp.c_proj
+        d = model.config.n_embd
+        for l in range(1, 4):
+            proj.weight[l * d:(l + 1) * d] = proj.weight[:d]
+            proj.bias[l * d:(l + 1) * d] = proj.bias[:d]
+    cosine, entropy, share = senses.sense_health(model, tokens, words=10, windows=4)
+    assert cosine > 0.999 and max(entropy) - min(entropy) < 1e-4  # collapsed: one sense, k times
+    assert max(share) - min(share) < 0.05  # and each carries the same share of the output (alpha aside)
