@@ -6,7 +6,7 @@ files (plain Python that assigns some of them) and --key=value arguments overrid
 
     python train.py config/train_backpack_micro.py --batch_size=8 --compile=True
     python senses.py --word science            # --key value works too; a bare --flag turns a boolean on
-    python sample.py --scale nurse:10=0 --scale doctor:10=0   # a setting whose default is a list collects
+    python evaluate.py --models out out-gpt2  # a setting whose default is a list takes several values
 
 Unlike nanoGPT's exec-based configurator, a misspelled key, a value of the wrong type or one outside the
 values a script declares allowed is a one-line error (unknown config key --lerning_rate (did you mean
@@ -63,8 +63,11 @@ def configure(settings, argv, doc="", allowed=None):
                 text = "True"
             else:  # a value that starts with -- needs the = form
                 raise ValueError(f"--{key} needs a value: --{key}=...")
-        if isinstance(settings[key], list):  # every value given is kept: --scale a --scale b
-            given[key] = settings[key] = given.get(key, []) + [text]
+        if isinstance(settings[key], list):  # every value given is kept: --models a b, --scale a --scale b
+            values = [text]
+            while not eq and args and not args[0].startswith("--"):
+                values.append(args.pop(0))
+            given[key] = settings[key] = given.get(key, []) + values
             continue
         if isinstance(settings[key], str):
             value = text  # strings need no quotes: --init_from=resume
@@ -221,6 +224,12 @@ def atomic_write(*paths):
         for tmp in tmps:
             if os.path.exists(tmp):
                 os.remove(tmp)
+
+
+def cache_path(name):
+    """Where downloads are kept: $BACKPACK_CACHE, or backpack/ in $XDG_CACHE_HOME or ~/.cache."""
+    return os.path.join(os.environ.get("BACKPACK_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "backpack"), name)
 
 
 def download(url, dest):

@@ -16,7 +16,7 @@ import re
 import torch
 
 from backpack import CONV1D, RELEASED_CONFIG, RELEASED_PREFIXES, Backpack, BackpackConfig, released_to_ours
-from common import atomic_write, download
+from common import atomic_write, cache_path, download
 
 HUB_NAME = "stanfordnlp/backpack-gpt2"
 STANFORD_URL = "https://downloads.cs.stanford.edu/nlp/data/backpacks-acl2023/main"  # the authors' checkpoints
@@ -72,18 +72,16 @@ def what_went_wrong(path, e):
 
 def fetch(name):
     """The local path of a published model, downloaded into the cache first if need be."""
-    cache = os.environ.get("BACKPACK_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "backpack")
     if name == HUB_NAME:
         url = f"{os.environ.get('HF_ENDPOINT', 'https://huggingface.co').rstrip('/')}/{name}/resolve/main/"
-        folder = os.path.join(cache, name)
+        folder = cache_path(name)
         download(url + "config.json", os.path.join(folder, "config.json"))
         if not os.path.isfile(os.path.join(folder, "model.safetensors")):  # one a user put there is used
             download(url + "pytorch_model.bin", os.path.join(folder, "pytorch_model.bin"))
         return folder
     if m := LIGHTNING_NAME.fullmatch(name):
         url = (os.environ.get("BACKPACK_STANFORD_URL") or STANFORD_URL).rstrip("/")
-        return download(f"{url}/{m[1]}-flash-fp16.ckpt", os.path.join(cache, f"{m[1]}-flash-fp16.ckpt"))
+        return download(f"{url}/{m[1]}-flash-fp16.ckpt", cache_path(f"{m[1]}-flash-fp16.ckpt"))
     raise FileNotFoundError(f"{name} is no file or folder, nor a published model ({HUB_NAME}, "
                             "backpack-{micro,mini,small}, gpt2-{micro,mini,small}); train one with `python train.py`")
 

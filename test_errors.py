@@ -43,6 +43,7 @@ def files(tmp_path_factory):
         (root / "data" / "odd" / f"{split}.bin").write_bytes(b"\x01" * 1001)
     (root / "latin1.txt").write_bytes("caf\xe9 au lait\tcoffee\t5\n".encode("latin-1"))
     (root / "afile").write_text("a file, not a folder")
+    (root / "lambada.jsonl").write_text('{"text": "a passage"}\n{"txt": "no text field"}\n')
     (root / "bad_config.py").write_text("n_embd = 64 +\n")
     (root / "typo_config.py").write_text("n_embd = 64\nbatchsize = 8\n")
     torch.manual_seed(0)
@@ -60,7 +61,7 @@ def files(tmp_path_factory):
     (root / "none_config.py").write_text("out_dir = None\n")
     os.makedirs(root / "garbage")
     (root / "garbage" / "ckpt.pt").write_bytes(b"not a checkpoint at all")
-    names = ("data", "latin1.txt", "afile", "bad_config.py", "typo_config.py", "model", "notckpt", "renamed", "garbage",
+    names = ("data", "latin1.txt", "afile", "lambada.jsonl", "bad_config.py", "typo_config.py", "model", "notckpt", "renamed", "garbage",
              "nobest", "twomodels", "dirckpt", "systemexit.py", "none_config.py")
     return {name.split(".")[0]: str(root / name) for name in names} | {"tmp": str(root)}
 
@@ -114,6 +115,8 @@ CASES = [  # (script, arguments ({name} from the files fixture), a fragment of t
     ("sample.py", ["--out_dir={model}", "--temperature=nan"], "--temperature expects a float, got 'nan'"),
     ("sample.py", ["--out_dir={model}", "--temperature=-1"], "--temperature must be in [0, inf)"),
     ("sample.py", ["--out_dir={model}", "--top_k=-5"], "--top_k must be in [0, inf), got -5"),
+    ("sample.py", ["--out_dir={model}", "--top_p=0"], "--top_p must be in (0, 1], got 0"),
+    ("sample.py", ["--out_dir={model}", "--top_p=1.5"], "--top_p must be in (0, 1], got 1.5"),
     ("sample.py", ["--out_dir={model}", "--num_samples=0"], "--num_samples must be in [1, inf)"),
     ("sample.py", ["--out_dir={model}", "--start=FILE:{latin1}"], "latin1.txt is not UTF-8 text"),
     ("sample.py", ["--out_dir={model}", "--start=FILE:{tmp}/missing.txt"], "missing.txt: No such file or directory"),
@@ -127,7 +130,9 @@ CASES = [  # (script, arguments ({name} from the files fixture), a fragment of t
     ("sample.py", ["--init_from={garbage}/ckpt.pt"], "cannot read {garbage}/ckpt.pt"),
     ("sample.py", ["--out_dir={twomodels}"], "holds both train.py's ckpt.pt and"),
     ("sample.py", ["--EOT=0"], "unknown config key --EOT"),
-    ("senses.py", ["--out_dir={model}"], "give one of --word WORD, --context TEXT, --similarity FILE or --bias"),
+    ("senses.py", ["--out_dir={model}"], "give one of --word WORD, --context TEXT, --similarity FILE, --bias or"),
+    ("senses.py", ["--out_dir={model}", "--health", "--data={tmp}/none.bin"], "none.bin not found: --health measures"),
+    ("senses.py", ["--out_dir={model}", "--word", "science", "--data=x.bin"], "--data is not a setting of --word"),
     ("senses.py", ["--out_dir={model}", "--word", "science", "--top", "0"], "--top must be in [1, inf), got 0"),
     ("senses.py", ["--out_dir={model}", "--word", ""], "the word is empty"),
     ("senses.py", ["--out_dir={model}", "--bias", "--sense", "9"], "sense 9 is out of range"),
@@ -150,6 +155,16 @@ CASES = [  # (script, arguments ({name} from the files fixture), a fragment of t
     ("prepare.py", ["--data_dir={data}", "--dataset=fake", "--files={latin1}"], "already holds a dataset"),  # no loss
     ("prepare.py", ["--shards=3"], "--shards is a setting of --dataset=openwebtext"),
     ("prepare.py", ["--dataset=openwebtext", "--base_url=notaurl", "--data_dir={tmp}/owt"], "is not a web address"),
+    ("evaluate.py", ["--models", "{model}", "--task=perplexity"], "--task must be one of loss, lambada"),
+    ("evaluate.py", ["--models", "{model}", *FAKE[:1], "--dataset=nothing"], "nothing/val.bin not found; prepare it"),
+    ("evaluate.py", ["--models", "{model}", "--file={latin1}"], "latin1.txt is not UTF-8 text"),
+    ("evaluate.py", ["--models", "{model}", *FAKE, "--stride=33"], "--stride must be in [1, block_size=32], got 33"),
+    ("evaluate.py", ["--models", "{model}", "--lambada={afile}"], "--lambada does not go with --task=loss"),
+    ("evaluate.py", ["--models", "{model}", "--task=lambada", "--lambada={lambada}"], "line 2: expected a JSON object with a"),
+    ("evaluate.py", ["--models", "{model}", "--task=lambada", "--lambada={tmp}/none"], "none: No such file"),
+    ("evaluate.py", ["--models", "{model}", "--curves", "{model}"], "give --models or --curves, not both"),
+    ("evaluate.py", ["--curves", "{model}"], "metrics.jsonl: No such file or directory"),
+    ("evaluate.py", ["--models", "{model}", "{tmp}/none"], "none is no file or folder, nor a published model"),
     ("bench.py", ["--device=cpu", "--batch_size=0"], "--batch_size must be in [1, inf), got 0"),
     ("bench.py", ["--device=cpu", "--steps=0"], "--steps must be in [1, inf), got 0"),
     ("bench.py", ["--device=cpu", "--gen_tokens=0"], "--gen_tokens must be in [1, inf), got 0"),
@@ -161,6 +176,7 @@ CASES = [  # (script, arguments ({name} from the files fixture), a fragment of t
 if not torch.cuda.is_available():
     CASES += [("train.py", ["--device=cuda"], "--device=cuda, but this PyTorch has no CUDA device; use --device=cpu"),
               ("sample.py", ["--out_dir={model}", "--device=cuda"], "no CUDA device"),
+              ("evaluate.py", ["--models", "{model}", "--device=cuda"], "no CUDA device"),
               ("bench.py", [], "there is no GPU here")]  # a GPU-sized default: refused without --device=cpu
 
 

@@ -229,6 +229,9 @@ def test_settings_from_files_and_both_argument_forms(tmp_path):
     assert s["flag"] is False and s["start"] == "--x" and s["steps"] == 3
     edits = dict(scale=[])  # a list collects every value: --scale a --scale b
     assert configure(edits, ["--scale", "nurse:10=0", "--scale=ThinkPad:0=2"], "") == {"scale": ["nurse:10=0", "ThinkPad:0=2"]}
+    runs = dict(models=[], svg="")  # ... and takes several at once: --models out out-gpt2
+    assert configure(runs, ["--models", "out", "out-gpt2", "--svg", "c.svg", "--models=x"], "") == {
+        "models": ["out", "out-gpt2", "x"], "svg": "c.svg"}
     for argv, message in [(["--steps"], "--steps needs a value"), (["--steps", "ten"], "--steps expects an int"),
                           (["The old man"], "is neither a --key=value setting nor a config file")]:
         with pytest.raises(ValueError, match=message):

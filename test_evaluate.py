@@ -1,0 +1,118 @@
+"""Tests of evaluate.py: the exact loss of a text, LAMBADA scoring, and the curves' SVG. Tiny models and files, CPU."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import evaluate
+from backpack import Backpack, BackpackConfig
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module")
+def enc():
+    from tokenizer import get_tokenizer
+    return get_tokenizer()
+
+
+def tiny(block_size=16, num_senses=4, seed=0):
+    torch.manual_seed(seed)
+    return Backpack(BackpackConfig(block_size=block_size, n_layer=1, n_head=2, n_embd=16, num_senses=num_senses)).eval()
+
+
+def test_the_loss_of_a_text_shorter_than_the_context_is_the_direct_computation():
+    model, tokens = tiny(), torch.randint(0, 50257, (12,)).tolist()
+    total, count, scored = evaluate.sliding_loss(model, tokens)
+    logits, _ = model(torch.tensor([tokens[:-1]]))
+    direct = F.cross_entropy(logits[0], torch.tensor(tokens[1:]), reduction="sum").item()
+    assert count == 11 and total == pytest.approx(direct, rel=1e-6) and scored.tolist() == [0] + [1] * 11
+
+
+@pytest.mark.parametrize("n,stride,batch_size", [(100, 0, 4), (101, 5, 3), (17, 16, 1), (40, 1, 8)])
+def test_a_longer_text_scores_every_token_once_with_context(n, stride, batch_size):
+    model, tokens = tiny(), torch.randint(0, 50257, (n,)).tolist()
+    total, count, scored = evaluate.sliding_loss(model, tokens, stride, batch_size)
+    assert count == n - 1 and scored.tolist() == [0] + [1] * (n - 1)  # each token after the first, once
+    # by hand: token t is predicted from the window that scores it, which holds at least 16 - stride tokens before it
+    stride, by_hand, done = stride or 8, 0.0, 0
+    for start in range(0, n - 1, stride):
+        end = min(start + 16, n - 1)
+        logits, _ = model(torch.tensor([tokens[start:end]]))
+        by_hand += F.cross_entropy(logits[0, done - start:], torch.tensor(tokens[done + 1:end + 1]), reduction="sum").item()
+        done = end
+        if end == n - 1:
+            break
+    assert total == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_bits_per_byte_follow_from_the_loss_and_the_bytes(enc, tmp_path):
+    text = "Caf\u00e9 au lait, twice.\nAnd once more: caf\u00e9!"
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    torch.save({"model_args": asdict(tiny().config), "model": tiny().state_dict()}, tmp_path / "ckpt.pt")
+    p = subprocess.run([sys.executable, os.path.join(REPO, "evaluate.py"), "--models", str(tmp_path), f"--file={tmp_path}/t.txt",
+                        "--device=cpu"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    rows = {line[:22].strip(): line[22:].strip() for line in p.stdout.splitlines()[2:]}
+    tokens = enc.encode(text)
+    total, count, scored = evaluate.sliding_loss(tiny(), tokens)
+    scored_bytes = len(text.encode("utf-8")) - len(enc.decode_single_token_bytes(tokens[0]))
+    assert evaluate.text_bytes(enc, tokens, scored) == scored_bytes
+    assert rows["tokens scored"] == f"{len(tokens) - 1:,}" and float(rows["loss (nats)"]) == pytest.approx(total / count, abs=1e-4)
+    assert float(rows["bits per byte"]) == pytest.approx(total / math.log(2) / scored_bytes, abs=1e-4)
+    assert float(rows["perplexity"]) == pytest.approx(math.exp(total / count), rel=1e-3)
+
+
+def test_lambada_scoring_by_hand(enc, tmp_path):
+    model = tiny(block_size=64)
+    passages = ["The cat sat on the mat and then the cat", "She opened the door and saw her old friend Zyzzyvaquack",
+                "one two three four five six"]
+    (tmp_path / "lambada.jsonl").write_text("\n".join(json.dumps({"text": p}) for p in passages) + "\n")
+    assert evaluate.read_lambada(tmp_path / "lambada.jsonl") == passages
+    accuracy, perplexity, n = evaluate.lambada(model, enc, passages)
+    hits, nats = 0, []
+    for p in passages:
+        context, word = p.rsplit(" ", 1)
+        target = enc.encode(" " + word)
+        ids = enc.encode(context) + target
+        logits = model(torch.tensor([ids[:-1]]))[0][0, -len(target):, :50257]
+        hits += all(logits[k].argmax().item() == target[k] for k in range(len(target)))  # every token of the word
+        nats.append(F.cross_entropy(logits, torch.tensor(target), reduction="sum").item())
+    assert len(enc.encode(" Zyzzyvaquack")) > 1  # a last word of several tokens
+    assert n == 3 and accuracy == hits / 3 and perplexity == pytest.approx(math.exp(np.mean(nats)), rel=1e-5)
+
+
+def test_the_curves_svg_parses_and_holds_one_path_per_curve(tmp_path):
+    runs = {}
+    for name, offset in (("backpack", 0.0), ("gpt2", 0.3)):
+        records = [{"iter": i, "loss": 10 - i / 10 + offset, "lr": 1e-3} for i in range(10, 60, 10)]
+        records += [{"iter": i, "train_loss": 9 - i / 10 + offset, "val_loss": 9.5 - i / 10 + offset} for i in (25, 50)]
+        runs[name] = (records, 1024)
+    svg = evaluate.curves_svg(runs)
+    root = ET.fromstring(svg)
+    paths = [e for e in root.iter("{http://www.w3.org/2000/svg}path") if e.get("class") == "curve"]
+    assert len(paths) == 4 and {p.find("{http://www.w3.org/2000/svg}title").text for p in paths} == {
+        "backpack train", "backpack val", "gpt2 train", "gpt2 val"}
+    assert all(p.get("d").startswith("M") and p.get("d").count("L") in (1, 4) for p in paths)
+    assert "http" not in svg.replace("http://www.w3.org/2000/svg", "")  # nothing fetched
+
+
+def test_curves_from_run_folders(tmp_path):
+    for name in ("out", "out-gpt2"):
+        os.makedirs(tmp_path / name)
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (
+            {"iter": 10, "loss": 9.0}, {"iter": 20, "loss": 8.0}, {"iter": 20, "train_loss": 7.9, "val_loss": 8.1})))
+        torch.save({"config": {"tokens_per_step": 1024}}, tmp_path / name / "ckpt.pt")
+    p = subprocess.run([sys.executable, os.path.join(REPO, "evaluate.py"), "--curves", "out", "out-gpt2", "--svg=c.svg"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 0 and "wrote c.svg" in p.stdout, p.stderr
+    assert len([e for e in ET.parse(tmp_path / "c.svg").getroot().iter("{http://www.w3.org/2000/svg}path")]) == 4
