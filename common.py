@@ -64,8 +64,8 @@ def configure(settings, argv, doc="", allowed=None):
             else:  # a value that starts with -- needs the = form
                 raise ValueError(f"--{key} needs a value: --{key}=...")
         if isinstance(settings[key], list):  # every value given is kept: --models a b, --scale a --scale b
-            values = [text]
-            while not eq and args and not args[0].startswith("--"):
+            values = [text]  # ... up to the next --key or config file
+            while not eq and args and not args[0].startswith("--") and not args[0].endswith(".py"):
                 values.append(args.pop(0))
             given[key] = settings[key] = given.get(key, []) + values
             continue

@@ -46,31 +46,32 @@ def sliding_loss(model, tokens, stride=0, batch_size=4, autocast=None):
     if not 0 < stride <= T:
         raise ValueError(f"--stride must be in [1, block_size={T}], got {stride}")
     device, n = model.wte.weight.device, len(tokens)
-    windows, done = [], 0  # (start, end, scored from): inputs tokens[start:end], targets tokens[start+1:end+1]
-    for start in range(0, max(1, n - 1), stride):
+    windows, done = [], 0  # (start, end, skip): inputs tokens[start:end], targets tokens[start+1:end+1], of which
+    for start in range(0, max(1, n - 1), stride):  # the first skip were scored by the window before
         end = min(start + T, n - 1)
         windows.append((start, end, done - start))
         done = end
         if end == n - 1:
             break
+    full = [w for w in windows if w[1] - w[0] == T]  # windows of T tokens run batch_size at a time,
+    batches = [full[i:i + batch_size] for i in range(0, len(full), batch_size)]
+    batches += [[w] for w in windows if w[1] - w[0] < T]  # a shorter last one alone
     total, count, scored = 0.0, 0, np.zeros(n, dtype=np.int8)
-    full = [w for w in windows if w[1] - w[0] == T]  # all but perhaps the last: batched
-    for group in [full[i:i + batch_size] for i in range(0, len(full), batch_size)] + [[w] for w in windows
-                                                                                       if w[1] - w[0] != T]:
-        x = torch.tensor([tokens[s:e] for s, e, _ in group], device=device)
-        y = torch.tensor([[-1] * skip + tokens[s + 1 + skip:e + 1] for s, e, skip in group], device=device)
+    for batch in batches:
+        x = torch.tensor([tokens[s:e] for s, e, _ in batch], device=device)
+        y = torch.tensor([[-1] * skip + tokens[s + 1 + skip:e + 1] for s, e, skip in batch], device=device)
         with autocast or torch.autocast("cpu", enabled=False):
-            logits, _ = model(x)
-        total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum").item()
+            logits = model(x)[0][..., :GPT2_VOCAB].float()  # the padding ids never occur: not in the softmax
+        total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum").item()
         count += int((y >= 0).sum())
-        for s, e, skip in group:
+        for s, e, skip in batch:
             scored[s + 1 + skip:e + 1] += 1
     return total, count, scored
 
 
-def text_bytes(enc, tokens, scored):
-    """The UTF-8 bytes of the scored tokens; an <|endoftext|> between documents counts none."""
-    return sum(len(enc.decode_single_token_bytes(t)) for t, s in zip(tokens, scored) if s and t != EOT)
+def text_bytes(enc, tokens):
+    """The UTF-8 bytes of the tokens scored, all but the first; an <|endoftext|> between documents counts none."""
+    return sum(len(enc.decode_single_token_bytes(t)) for t in tokens[1:] if t != EOT)
 
 
 def read_lambada(path):
@@ -79,9 +80,12 @@ def read_lambada(path):
     for n, line in enumerate(read_text(path).splitlines(), 1):
         if line.lstrip().startswith("{"):
             try:
-                passages.append(json.loads(line)["text"])
+                passage = json.loads(line)["text"]
             except (ValueError, KeyError, TypeError):
-                raise ValueError(f"{path}, line {n}: expected a JSON object with a \"text\" field") from None
+                passage = None
+            if not isinstance(passage, str):
+                raise ValueError(f"{path}, line {n}: expected a JSON object with a \"text\" field")
+            passages.append(passage)
         elif line.strip():
             passages.append(line)
     if not passages:
@@ -99,6 +103,8 @@ def lambada(model, enc, passages, autocast=None):
         if not context or not word:
             raise ValueError(f"a LAMBADA passage needs words before its last word: {passage[:60]!r}")
         target = enc.encode(" " + word, disallowed_special=())
+        if len(target) >= T:
+            raise ValueError(f"the last word {word[:40]!r} is {len(target)} tokens, too long for block_size={T}")
         ids = (enc.encode(context, disallowed_special=()) + target)[-T - 1:]  # the context kept within block_size
         x = torch.tensor([ids[:-1]], device=device)
         with autocast or torch.autocast("cpu", enabled=False):
@@ -109,22 +115,39 @@ def lambada(model, enc, passages, autocast=None):
     return hits / len(passages), math.exp(sum(nats) / len(nats)), len(passages)
 
 
+def read_run(folder):
+    """The losses of a train.py run folder against tokens seen: {"train": [(tokens, loss)], "val": [...]}. Where a
+    resumed run logged a step again (from its last checkpoint on), the later record wins."""
+    curves = {"train": {}, "val": {}}
+    path = os.path.join(folder, "metrics.jsonl")
+    with open(path) as f:  # an OSError names the file
+        for n, line in enumerate(f, 1):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise ValueError(f"{path}, line {n}: not a JSON record (a cut-off line? delete it)") from None
+            for kind, key in (("train", "loss"), ("val", "val_loss")):
+                if isinstance(record.get(key), (int, float)) and math.isfinite(record[key]) and "iter" in record:
+                    curves[kind][record["iter"]] = record[key]
+    ckpt = torch.load(os.path.join(folder, "ckpt.pt"), map_location="cpu", weights_only=True, mmap=True)
+    tokens_per_step = ckpt["config"]["tokens_per_step"]
+    return {kind: [(step * tokens_per_step, loss) for step, loss in sorted(losses.items())]
+            for kind, losses in curves.items()}
+
+
 def curves_svg(runs, width=720, height=420):
-    """An SVG of the training (thin) and validation (thick) losses of runs {name: metrics.jsonl records} against the
-    tokens seen: one path per curve, written by hand."""
-    series = []  # (name, kind, [(tokens, loss)])
-    for name, (records, tokens_per_step) in runs.items():
-        for kind, key in (("train", "loss"), ("val", "val_loss")):
-            points = [(r["iter"] * tokens_per_step, r[key]) for r in records if key in r and math.isfinite(r[key])]
-            if points:
-                series.append((name, kind, points))
+    """An SVG of the training (thin) and validation (thick) losses of runs {name: read_run(folder)} against the
+    tokens seen: one path per curve (a dot where a curve is a single point), written by hand."""
+    series = [(name, kind, points) for name, curves in runs.items() for kind, points in curves.items() if points]
     if not series:
         raise ValueError("the runs' metrics.jsonl hold no losses")
     xs, ys = [x for *_, p in series for x, _ in p], [y for *_, p in series for _, y in p]
     x0, x1, y0, y1 = 0, max(xs), math.floor(min(ys) * 2) / 2, math.ceil(max(ys) * 2) / 2
-    left, right, top, bottom = 60, width - 170, 20, height - 45
+    y1 = max(y1, y0 + 0.5)  # a constant loss still gets a range
+    legend = min(width // 2, 7 * max(len(name) for name in runs) + 90)  # room for the names, ~7 pixels a letter
+    left, right, top, bottom = 60, width - legend, 20, height - 45
     sx = lambda x: left + (x - x0) / max(x1 - x0, 1) * (right - left)  # noqa: E731
-    sy = lambda y: bottom - (y - y0) / max(y1 - y0, 1e-9) * (bottom - top)  # noqa: E731
+    sy = lambda y: bottom - (y - y0) / (y1 - y0) * (bottom - top)  # noqa: E731
     colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"]
     names = list(runs)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
@@ -141,27 +164,19 @@ def curves_svg(runs, width=720, height=420):
                'text-anchor="middle">loss (nats)</text>')
     for n, (name, kind, points) in enumerate(series):
         color, thick = colors[names.index(name) % len(colors)], kind == "val"
+        stroke = f'stroke="{color}" stroke-width="{2.5 if thick else 1}" opacity="{1 if thick else 0.6}"'
         d = " ".join(f"{'M' if i == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for i, (x, y) in enumerate(points))
-        opacity = 1 if thick else 0.6
-        out.append(f'<path class="curve" d="{d}" fill="none" stroke="{color}" stroke-width="{2.5 if thick else 1}" '
-                   f'opacity="{opacity}"><title>{escape(name)} {kind}</title></path>')
+        out.append(f'<path class="curve" d="{d}" fill="none" {stroke}><title>{escape(name)} {kind}</title></path>')
+        if len(points) == 1:  # a path of one point draws nothing
+            out.append(f'<circle cx="{sx(points[0][0]):.1f}" cy="{sy(points[0][1]):.1f}" r="3" fill="{color}"/>')
         y = top + 18 * n
-        out.append(f'<line x1="{right + 12}" y1="{y + 8}" x2="{right + 32}" y2="{y + 8}" stroke="{color}" '
-                   f'stroke-width="{2.5 if thick else 1}"/><text x="{right + 38}" y="{y + 12}">{escape(name)} '
-                   f'{kind}</text>')
+        out.append(f'<line x1="{right + 12}" y1="{y + 8}" x2="{right + 32}" y2="{y + 8}" {stroke}/>'
+                   f'<text x="{right + 38}" y="{y + 12}">{escape(name)} {kind}</text>')
     return "\n".join(out + ["</svg>"]) + "\n"
 
 
 def escape(text):
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def read_run(folder):
-    """(metrics.jsonl records, tokens_per_step) of a train.py run folder."""
-    with open(os.path.join(folder, "metrics.jsonl")) as f:  # an OSError names the file
-        records = [json.loads(line) for line in f if line.strip()]
-    ckpt = torch.load(os.path.join(folder, "ckpt.pt"), map_location="cpu", weights_only=True, mmap=True)
-    return records, ckpt["config"]["tokens_per_step"]
 
 
 def main(argv):
@@ -172,13 +187,14 @@ def main(argv):
              svg="curves.svg", device="cuda" if torch.cuda.is_available() else "cpu", dtype="auto")
     given = configure(s, argv, __doc__, dict(split=("train", "val"), stride="[0, inf)", batch_size="[1, inf)",
                                        task=("loss", "lambada"), svg="[1, inf)"))
-    if s["curves"] and s["models"]:
-        raise ValueError("give --models or --curves, not both")
-    others = ("dataset", "split", "file", "stride") if s["task"] == "lambada" else ("lambada",)
-    if stray := [key for key in others if key in given]:  # it would be silently ignored
-        raise ValueError(f"--{stray[0]} does not go with --task={s['task']}")
+    mode = "--curves" if s["curves"] else f"--task={s['task']}"
+    own = {"--curves": ("curves", "svg"), "--task=lambada": ("models", "task", "lambada", "device", "dtype"),
+           "--task=loss": ("models", "task", "dataset", "split", "data_dir", "file", "stride", "batch_size", "device",
+                           "dtype")}[mode]
+    if stray := [key for key in given if key not in own]:  # it would be silently ignored
+        raise ValueError(f"--{stray[0]} does not go with {mode}")
     if s["curves"]:
-        runs = {os.path.basename(os.path.normpath(folder)): read_run(folder) for folder in s["curves"]}
+        runs = {os.path.normpath(folder): read_run(folder) for folder in s["curves"]}  # named as given
         with open(s["svg"], "w") as f:
             f.write(curves_svg(runs))
         return print(f"wrote {s['svg']}: the training and validation losses of {', '.join(runs)}")
@@ -203,10 +219,10 @@ def main(argv):
             tokens = np.fromfile(what, dtype=np.uint16).astype(np.int64).tolist()
         if len(tokens) < 2:
             raise ValueError(f"{what} holds {len(tokens)} tokens: nothing to score")
-        rows = []
+        rows, scored_bytes = [], max(1, text_bytes(enc, tokens))
         for model in models:
-            total, count, scored = sliding_loss(model, tokens, s["stride"], s["batch_size"], autocast)
-            rows.append((count, total / count, total / math.log(2) / max(1, text_bytes(enc, tokens, scored))))
+            total, count, _ = sliding_loss(model, tokens, s["stride"], s["batch_size"], autocast)
+            rows.append((count, total / count, total / math.log(2) / scored_bytes))
         table = [("tokens scored", [f"{c:,}" for c, *_ in rows]), ("loss (nats)", [f"{l:.4f}" for _, l, _ in rows]),
                  ("perplexity", [f"{math.exp(l):.2f}" for _, l, _ in rows]),
                  ("bits per byte", [f"{b:.4f}" for *_, b in rows])]

@@ -256,14 +256,16 @@ def sense_health(model, tokens, words=100, windows=32):
     senses = torch.nn.functional.normalize(model.senses(ids[None])[0].transpose(0, 1).float(), dim=-1)  # (n, k, d)
     cosines = senses @ senses.transpose(1, 2)  # (n, k, k)
     cosine = ((cosines.sum((1, 2)) - k) / (k * (k - 1))).mean().item() if k > 1 else 1.0
-    logp = torch.log_softmax(model.senses(ids[None])[0].float() @ model.wte.weight[:GPT2_VOCAB].float().T, dim=-1)
-    entropy = (-(logp.exp() * logp).sum(-1)).mean(1).tolist()  # (k,): mean over the words
+    entropy = torch.zeros(k, device=device)
+    for chunk in ids.split(10):  # (k, 10, V) scores at a time: all 100 words of a big model take gigabytes
+        logp = torch.log_softmax(model.senses(chunk[None])[0].float() @ model.wte.weight[:GPT2_VOCAB].float().T, -1)
+        entropy += -(logp.exp() * logp).sum(-1).sum(1) / len(ids)  # (k,): the mean over the words
     norms = torch.zeros(k, device=device)
     for start in list(range(0, max(1, len(tokens) - T), max(1, (len(tokens) - T) // windows)))[:windows]:
         idx = torch.tensor([tokens[start:start + T]], device=device)
         parts = model.sense_weights(idx)[0] @ model.senses(idx)[0]  # (k, T, d): sense l's part of every o_i
         norms += parts.norm(dim=-1).mean(-1)
-    return cosine, entropy, (norms / norms.sum()).tolist()
+    return cosine, entropy.tolist(), (norms / norms.sum()).tolist()
 
 
 # -- the paper's interventions: persistent edits of senses (Backpack.edit_senses) -----------------------------
@@ -555,16 +557,22 @@ def print_bias(model, enc, sense=10, factor=0.0):
 
 def print_health(model, path, words=100):
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: --health measures over a prepared text (python prepare.py)")
+        raise FileNotFoundError(f"{path} not found: --health measures over a prepared split (python prepare.py)")
+    if not path.endswith(".bin"):  # text read as token ids would give numbers all the same
+        raise ValueError(f"{path}: --health wants a prepared split, a .bin file of python prepare.py")
     tokens = np.fromfile(path, dtype=np.uint16).astype(np.int64).tolist()
+    if len(tokens) <= model.config.block_size:
+        raise ValueError(f"{path} holds {len(tokens)} tokens, fewer than a window of block_size="
+                         f"{model.config.block_size}")
     cosine, entropy, share = sense_health(model, tokens, words)
     k = model.config.num_senses
-    print(f"sense health over {path} ({len(tokens):,} tokens; its {words} most frequent for the first two columns)")
-    print(f"  a word's senses: mean cosine similarity {cosine:.3f} (1: all the same; collapsed senses are near 1)")
-    print(f"  sense  vocabulary entropy (nats; flat: {math.log(GPT2_VOCAB):.2f})  share of the output o (even: "
-          f"{1 / k:.1%})")
+    print(f"sense health over {path} ({len(tokens):,} tokens)")
+    print(f"  mean cosine similarity between a word's senses, over its {words} most frequent words: {cosine:.3f}")
+    print("  (0: unrelated, as at initialization; near 1: collapsed, all alike)")
+    print("  sense  vocabulary entropy, nats      share of the output o")
+    print(f"         (same words; flat: {math.log(GPT2_VOCAB):.2f})       (32 windows; even: {1 / k:.1%})")
     for l in range(k):
-        print(f"  {l:5d}  {entropy[l]:9.2f}{'':26}{share[l]:6.1%}")
+        print(f"  {l:5d}  {entropy[l]:10.2f}{share[l]:27.1%}")
 
 
 def main(argv):
