@@ -163,7 +163,7 @@ CASES = [  # (script, arguments ({name} from the files fixture), a fragment of t
     ("evaluate.py", ["--models", "{model}", "--lambada={afile}"], "--lambada does not go with --task=loss"),
     ("evaluate.py", ["--models", "{model}", "--task=lambada", "--lambada={lambada}"], "line 2: expected a JSON object with a"),
     ("evaluate.py", ["--models", "{model}", "--task=lambada", "--lambada={tmp}/none"], "none: No such file"),
-    ("evaluate.py", ["--models", "{model}", "--curves", "{model}"], "give --models or --curves, not both"),
+    ("evaluate.py", ["--models", "{model}", "--curves", "{model}"], "--models does not go with --curves"),
     ("evaluate.py", ["--curves", "{model}"], "metrics.jsonl: No such file or directory"),
     ("evaluate.py", ["--curves", "{model}", "--stride=4"], "--stride does not go with --curves"),
     ("evaluate.py", ["--models", "{model}", "--svg=x.svg"], "--svg does not go with --task=loss"),
