@@ -24,6 +24,7 @@ import json
 import math
 import os
 import sys
+import time
 
 import numpy as np
 import torch
@@ -38,9 +39,10 @@ LAMBADA_URL = "https://openaipublic.blob.core.windows.net/gpt-2/data/lambada_tes
 
 
 @torch.no_grad()
-def sliding_loss(model, tokens, stride=0, batch_size=4, autocast=None):
+def sliding_loss(model, tokens, stride=0, batch_size=4, autocast=None, name=""):
     """(total loss in nats, the number of tokens scored, a 0/1 array marking them): every token of tokens (a list of
-    ids) after the first, scored once, from windows of block_size tokens moving stride (0: half) at a time."""
+    ids) after the first, scored once, from windows of block_size tokens moving stride (0: half) at a time. With a
+    name, prints its progress."""
     T = model.config.block_size
     stride = stride or max(1, T // 2)
     if not 0 < stride <= T:
@@ -56,8 +58,8 @@ def sliding_loss(model, tokens, stride=0, batch_size=4, autocast=None):
     full = [w for w in windows if w[1] - w[0] == T]  # windows of T tokens run batch_size at a time,
     batches = [full[i:i + batch_size] for i in range(0, len(full), batch_size)]
     batches += [[w] for w in windows if w[1] - w[0] < T]  # a shorter last one alone
-    total, count, scored = 0.0, 0, np.zeros(n, dtype=np.int8)
-    for batch in batches:
+    total, count, scored, t0 = 0.0, 0, np.zeros(n, dtype=np.int8), time.time()
+    for b, batch in enumerate(batches, 1):
         x = torch.tensor([tokens[s:e] for s, e, _ in batch], device=device)
         y = torch.tensor([[-1] * skip + tokens[s + 1 + skip:e + 1] for s, e, skip in batch], device=device)
         with autocast or torch.autocast("cpu", enabled=False):
@@ -66,6 +68,7 @@ def sliding_loss(model, tokens, stride=0, batch_size=4, autocast=None):
         count += int((y >= 0).sum())
         for s, e, skip in batch:
             scored[s + 1 + skip:e + 1] += 1
+        progress(name, b, len(batches), "batches", t0)
     return total, count, scored
 
 
@@ -94,11 +97,12 @@ def read_lambada(path):
 
 
 @torch.no_grad()
-def lambada(model, enc, passages, autocast=None):
-    """(greedy last-word accuracy, perplexity, the number of passages) of a model on LAMBADA passages."""
+def lambada(model, enc, passages, autocast=None, name=""):
+    """(greedy last-word accuracy, perplexity, the number of passages) of a model on LAMBADA passages. With a name,
+    prints its progress."""
     device, T = model.wte.weight.device, model.config.block_size
-    hits, nats = 0, []
-    for passage in passages:
+    hits, nats, t0 = 0, [], time.time()
+    for n, passage in enumerate(passages, 1):
         context, _, word = passage.rstrip().rpartition(" ")
         if not context or not word:
             raise ValueError(f"a LAMBADA passage needs words before its last word: {passage[:60]!r}")
@@ -112,7 +116,14 @@ def lambada(model, enc, passages, autocast=None):
         y = torch.tensor(target, device=device)
         hits += bool((logits.argmax(-1) == y).all())
         nats.append(F.cross_entropy(logits, y, reduction="sum").item())
+        progress(name, n, len(passages), "passages", t0)
     return hits / len(passages), math.exp(sum(nats) / len(nats)), len(passages)
+
+
+def progress(name, done, total, unit, t0):
+    """A line at every tenth of the work, so that a long evaluation shows it is moving."""
+    if name and (done == total or done % max(1, total // 10) == 0):
+        print(f"{name}: {done:,}/{total:,} {unit}, {time.time() - t0:.0f} s", flush=True)
 
 
 def read_run(folder):
@@ -204,7 +215,7 @@ def main(argv):
     if s["task"] == "lambada":
         path = s["lambada"] or download(LAMBADA_URL, cache_path("lambada_test.jsonl"))
         passages = read_lambada(path)
-        rows = [lambada(model, enc, passages, autocast) for model in models]
+        rows = [lambada(model, enc, passages, autocast, source) for model, source in zip(models, sources)]
         table = [("passages", [f"{n:,}" for *_, n in rows]), ("last-word accuracy", [f"{a:.2%}" for a, *_ in rows]),
                  ("last-word perplexity", [f"{p:.2f}" for _, p, _ in rows])]
         what = f"LAMBADA, {path}"
@@ -220,8 +231,8 @@ def main(argv):
         if len(tokens) < 2:
             raise ValueError(f"{what} holds {len(tokens)} tokens: nothing to score")
         rows, scored_bytes = [], max(1, text_bytes(enc, tokens))
-        for model in models:
-            total, count, _ = sliding_loss(model, tokens, s["stride"], s["batch_size"], autocast)
+        for model, source in zip(models, sources):
+            total, count, _ = sliding_loss(model, tokens, s["stride"], s["batch_size"], autocast, source)
             rows.append((count, total / count, total / math.log(2) / scored_bytes))
         table = [("tokens scored", [f"{c:,}" for c, *_ in rows]), ("loss (nats)", [f"{l:.4f}" for _, l, _ in rows]),
                  ("perplexity", [f"{math.exp(l):.2f}" for _, l, _ in rows]),
