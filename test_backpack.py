@@ -467,3 +467,54 @@ def test_an_edit_made_in_training_mode_has_no_dropout_in_it():
     model.train()
     assert torch.equal(model.edit_senses(7, lambda s: s), expected)
     assert model.training
+
+
+# 10. backpack.py is the whole model: copied alone into an empty folder, it still does everything
+
+
+def test_backpack_py_copied_alone_builds_trains_generates_edits_and_loads(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "backpack.py"), tmp_path)
+    script = """
+import os, sys, torch
+from backpack import Backpack, BackpackConfig
+assert sys.modules["backpack"].__file__ == os.path.abspath("backpack.py")
+torch.manual_seed(0)
+config = BackpackConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32, num_senses=4, dropout=0.0)
+model = Backpack(config)
+optimizer = model.configure_optimizers(0.1, 1e-2, (0.9, 0.99), "cpu")
+x = torch.randint(0, 64, (4, 16))
+losses = []
+for _ in range(5):  # train
+    _, loss = model(x[:, :-1], x[:, 1:])
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    losses.append(loss.item())
+assert losses[-1] < losses[0]
+model.eval()
+prompt = x[:1, :4]
+out = model.generate(prompt, 6, temperature=0)  # cached generation equals a greedy run of forward
+ids = prompt
+for _ in range(6):
+    ids = torch.cat([ids, model(ids)[0][:, -1].argmax(-1, keepdim=True)], 1)
+assert torch.equal(out, ids)
+def zero(s):
+    s[0] = 0
+    return s
+model.edit_senses(int(prompt[0, 0]), zero)  # an edit changes the prediction
+edited = model(prompt)[0]
+model.sense_edits.clear()
+assert not torch.allclose(edited, model(prompt)[0])
+os.makedirs("run")  # train.py's checkpoint format
+torch.save({"model_args": vars(config), "model": model.state_dict()}, "run/ckpt.pt")
+loaded = Backpack.from_pretrained("run")
+assert torch.equal(loaded(prompt)[0], model(prompt)[0])
+print("ok")
+"""
+    p = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                       env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
