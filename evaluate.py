@@ -148,12 +148,14 @@ def read_run(folder):
 
 def curves_svg(runs, width=720, height=420):
     """An SVG of the training (thin) and validation (thick) losses of runs {name: read_run(folder)} against the
-    tokens seen: one path per curve (a dot where a curve is a single point), written by hand."""
+    tokens seen: one path per curve (a dot where a curve is a single point), written by hand. The loss axis
+    spans the losses after the first tenth of the tokens: the steep start, cut off, would flatten the rest."""
     series = [(name, kind, points) for name, curves in runs.items() for kind, points in curves.items() if points]
     if not series:
         raise ValueError("the runs' metrics.jsonl hold no losses")
     xs, ys = [x for *_, p in series for x, _ in p], [y for *_, p in series for _, y in p]
-    x0, x1, y0, y1 = 0, max(xs), math.floor(min(ys) * 2) / 2, math.ceil(max(ys) * 2) / 2
+    late = [y for *_, p in series for x, y in p if x >= max(xs) / 10]
+    x0, x1, y0, y1 = 0, max(xs), math.floor(min(ys) * 2) / 2, math.ceil(max(late) * 2) / 2
     y1 = max(y1, y0 + 0.5)  # a constant loss still gets a range
     legend = min(width // 2, 7 * max(len(name) for name in runs) + 90)  # room for the names, ~7 pixels a letter
     left, right, top, bottom = 60, width - legend, 20, height - 45
@@ -163,11 +165,15 @@ def curves_svg(runs, width=720, height=420):
     names = list(runs)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
            f'font-size="12"><rect width="{width}" height="{height}" fill="white"/>',
+           f'<clipPath id="plot"><rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}"/></clipPath>',
            f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="black"/>',
            f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="black"/>']
-    for k in range(5):  # ticks: tokens seen, and loss
-        x, y = x0 + (x1 - x0) * k / 4, y0 + (y1 - y0) * k / 4
+    for k in range(5):  # ticks: tokens seen
+        x = x0 + (x1 - x0) * k / 4
         out.append(f'<text x="{sx(x):.1f}" y="{bottom + 16}" text-anchor="middle">{x / 1e6:.3g}M</text>')
+    step = next(s for s in (0.25, 0.5, 1, 2, 5, 10, 100) if (y1 - y0) / s <= 8)  # ... and loss, at round values
+    for k in range(int((y1 - y0) / step + 1e-9) + 1):
+        y = y0 + k * step
         out.append(f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:.2f}</text>')
         out.append(f'<line x1="{left}" y1="{sy(y):.1f}" x2="{right}" y2="{sy(y):.1f}" stroke="#eee"/>')
     out.append(f'<text x="{(left + right) / 2}" y="{height - 8}" text-anchor="middle">tokens seen</text>')
@@ -177,9 +183,11 @@ def curves_svg(runs, width=720, height=420):
         color, thick = colors[names.index(name) % len(colors)], kind == "val"
         stroke = f'stroke="{color}" stroke-width="{2.5 if thick else 1}" opacity="{1 if thick else 0.6}"'
         d = " ".join(f"{'M' if i == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for i, (x, y) in enumerate(points))
-        out.append(f'<path class="curve" d="{d}" fill="none" {stroke}><title>{escape(name)} {kind}</title></path>')
+        out.append(f'<path class="curve" d="{d}" fill="none" {stroke} clip-path="url(#plot)"><title>{escape(name)} '
+                   f'{kind}</title></path>')
         if len(points) == 1:  # a path of one point draws nothing
-            out.append(f'<circle cx="{sx(points[0][0]):.1f}" cy="{sy(points[0][1]):.1f}" r="3" fill="{color}"/>')
+            out.append(f'<circle cx="{sx(points[0][0]):.1f}" cy="{sy(points[0][1]):.1f}" r="3" fill="{color}" '
+                       'clip-path="url(#plot)"/>')
         y = top + 18 * n
         out.append(f'<line x1="{right + 12}" y1="{y + 8}" x2="{right + 32}" y2="{y + 8}" {stroke}/>'
                    f'<text x="{right + 38}" y="{y + 12}">{escape(name)} {kind}</text>')
