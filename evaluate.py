@@ -2,27 +2,29 @@
 Measure models: the exact loss over a whole text (not a sample of it), LAMBADA, and training curves.
 
     python evaluate.py                                           # the model in out/ on the Brown validation split
-    python evaluate.py --models out out-gpt2                      # several models, side by side
+    python evaluate.py --models out-brown-backpack out-brown-gpt2  # several models, side by side
     python evaluate.py --models out --file=notes.txt              # any UTF-8 text file
     python evaluate.py --models stanfordnlp/backpack-gpt2 --task=lambada      # LAMBADA, downloaded once
-    python evaluate.py --curves out out-gpt2 --svg=curves.svg     # the runs' losses against tokens seen, as an SVG
+    python evaluate.py --curves out-brown-backpack out-brown-gpt2  # their losses against tokens seen: curves.svg
 
-The loss: every token after the first is scored exactly once, with as much context as the model allows. A window
-of block_size tokens moves stride tokens at a time (half a window by default), and each window scores only the
-tokens the one before it did not, so each of them is predicted from at least block_size - stride tokens before it.
+The loss: every token after the first is scored exactly once. A window of block_size tokens moves stride tokens at
+a time (half a window by default), and each window scores only the tokens the one before it did not, so each is
+predicted from at least block_size - stride tokens before it (near the start, from all of them).
 Printed per model: tokens scored, mean loss (nats), perplexity, and bits per byte (the loss in bits over the
 scored tokens' UTF-8 bytes, an <|endoftext|> counting none): tokenizer-independent.
 
 LAMBADA (Paperno et al. 2016; OpenAI's detokenized test set of 5,153 passages, the one GPT-2 was scored on): the
-last word of a passage, given the rest. Accuracy is greedy, as the GPT-2 paper scores it: a passage counts when
-the model's most likely token is the right one at every token of the last word (its first token predicted from
-the passage, each next one from the passage and the word's true tokens before it). Perplexity is exp of the
-mean, over passages, of the last word's total loss in nats (lm-evaluation-harness's lambada_openai).
+last word of a passage, given the rest. Accuracy is greedy over the whole last word, as the GPT-2 paper and
+lm-evaluation-harness's lambada_openai score it: a passage counts when the model's most likely token is the right
+one at every token of the word (its first token predicted from the passage, each next one from the passage and the
+word's true tokens before it); no stop-word filter (GPT-2's best figure added one). Perplexity is exp of the mean,
+over passages, of the last word's total loss in nats (lambada_openai's).
 """
 
 import json
 import math
 import os
+import pickle
 import sys
 import time
 
@@ -136,12 +138,17 @@ def read_run(folder):
             try:
                 record = json.loads(line)
             except ValueError:
-                raise ValueError(f"{path}, line {n}: not a JSON record (a cut-off line? delete it)") from None
+                record = None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}, line {n}: not a JSON record (a cut-off line? delete it)")
             for kind, key in (("train", "loss"), ("val", "val_loss")):
                 if isinstance(record.get(key), (int, float)) and math.isfinite(record[key]) and "iter" in record:
                     curves[kind][record["iter"]] = record[key]
-    ckpt = torch.load(os.path.join(folder, "ckpt.pt"), map_location="cpu", weights_only=True, mmap=True)
-    tokens_per_step = ckpt["config"]["tokens_per_step"]
+    try:
+        ckpt = torch.load(os.path.join(folder, "ckpt.pt"), map_location="cpu", weights_only=True, mmap=True)
+        tokens_per_step = ckpt["config"]["tokens_per_step"]  # steps -> tokens seen
+    except (RuntimeError, KeyError, TypeError, pickle.UnpicklingError):
+        raise ValueError(f"{folder}/ckpt.pt is not a train.py checkpoint: --curves draws train.py runs") from None
     return {kind: [(step * tokens_per_step, loss) for step, loss in sorted(losses.items())]
             for kind, losses in curves.items()}
 
@@ -165,13 +172,14 @@ def curves_svg(runs, width=720, height=420):
     names = list(runs)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
            f'font-size="12"><rect width="{width}" height="{height}" fill="white"/>',
-           f'<clipPath id="plot"><rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}"/></clipPath>',
+           f'<clipPath id="plot"><rect x="{left}" y="{top}" width="{right - left}" '
+           f'height="{bottom - top}"/></clipPath>',
            f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="black"/>',
            f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="black"/>']
     for k in range(5):  # ticks: tokens seen
         x = x0 + (x1 - x0) * k / 4
         out.append(f'<text x="{sx(x):.1f}" y="{bottom + 16}" text-anchor="middle">{x / 1e6:.3g}M</text>')
-    step = next(s for s in (0.25, 0.5, 1, 2, 5, 10, 100) if (y1 - y0) / s <= 8)  # ... and loss, at round values
+    step = next((s for s in (0.25, 0.5, 1, 2, 5, 10) if (y1 - y0) / s <= 8), (y1 - y0) / 4)  # ... loss, round
     for k in range(int((y1 - y0) / step + 1e-9) + 1):
         y = y0 + k * step
         out.append(f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:.2f}</text>')
@@ -205,13 +213,16 @@ def main(argv):
              task="loss", lambada="",  # or --task=lambada, with this file (default: downloaded once into the cache)
              svg="curves.svg", device="cuda" if torch.cuda.is_available() else "cpu", dtype="auto")
     given = configure(s, argv, __doc__, dict(split=("train", "val"), stride="[0, inf)", batch_size="[1, inf)",
-                                       task=("loss", "lambada"), svg="[1, inf)"))
+                                       task=("loss", "lambada"), svg="[1, inf)",
+                                       dtype=("auto", "float32", "bfloat16", "float16")))
     mode = "--curves" if s["curves"] else f"--task={s['task']}"
     own = {"--curves": ("curves", "svg"), "--task=lambada": ("models", "task", "lambada", "device", "dtype"),
            "--task=loss": ("models", "task", "dataset", "split", "data_dir", "file", "stride", "batch_size", "device",
                            "dtype")}[mode]
     if stray := [key for key in given if key not in own]:  # it would be silently ignored
         raise ValueError(f"--{stray[0]} does not go with {mode}")
+    if s["file"] and (stray := [key for key in ("dataset", "split", "data_dir") if key in given]):
+        raise ValueError(f"--{stray[0]} does not go with --file: the text is the file")
     if s["curves"]:
         runs = {os.path.normpath(folder): read_run(folder) for folder in s["curves"]}  # named as given
         with open(s["svg"], "w") as f:
@@ -220,6 +231,9 @@ def main(argv):
     _, _, autocast = device_and_autocast(s["device"], s["dtype"])
     enc, sources = get_tokenizer(), s["models"] or ["out"]
     models = [load(source).to(s["device"]) for source in sources]
+    if s["task"] == "loss" and s["stride"] > min(model.config.block_size for model in models):
+        raise ValueError(f"--stride must be at most the models' block_size "
+                         f"({min(model.config.block_size for model in models)}), got {s['stride']}")
     if s["task"] == "lambada":
         path = s["lambada"] or download(LAMBADA_URL, cache_path("lambada_test.jsonl"))
         passages = read_lambada(path)
@@ -238,7 +252,9 @@ def main(argv):
             tokens = np.fromfile(what, dtype=np.uint16).astype(np.int64).tolist()
         if len(tokens) < 2:
             raise ValueError(f"{what} holds {len(tokens)} tokens: nothing to score")
-        rows, scored_bytes = [], max(1, text_bytes(enc, tokens))
+        rows, scored_bytes = [], text_bytes(enc, tokens)
+        if not scored_bytes:
+            raise ValueError(f"{what} holds no text to score, only <|endoftext|> tokens")
         for model, source in zip(models, sources):
             total, count, _ = sliding_loss(model, tokens, s["stride"], s["batch_size"], autocast, source)
             rows.append((count, total / count, total / math.log(2) / scored_bytes))

@@ -567,10 +567,10 @@ def print_health(model, path, words=100):
     cosine, entropy, share = sense_health(model, tokens, words)
     k = model.config.num_senses
     print(f"sense health over {path} ({len(tokens):,} tokens)")
-    print(f"  mean cosine similarity between a word's senses, over its {words} most frequent words: {cosine:.3f}")
+    print(f"  mean cosine similarity between a token's senses, over the {words} most frequent tokens: {cosine:.3f}")
     print("  (0: unrelated, as at initialization; near 1: collapsed, all alike)")
     print("  sense  vocabulary entropy, nats      share of the output o")
-    print(f"         (same words; flat: {math.log(GPT2_VOCAB):.2f})       (32 windows; even: {1 / k:.1%})")
+    print(f"         (same tokens; flat: {math.log(GPT2_VOCAB):.2f})      (32 windows; even: {1 / k:.1%})")
     for l in range(k):
         print(f"  {l:5d}  {entropy[l]:10.2f}{share[l]:27.1%}")
 

@@ -124,3 +124,10 @@ def test_curves_from_run_folders_keep_the_last_record_of_a_resumed_step(tmp_path
     assert p.returncode == 0 and "wrote c.svg" in p.stdout, p.stderr
     paths = list(ET.parse(tmp_path / "c.svg").getroot().iter("{http://www.w3.org/2000/svg}path"))
     assert [path.get("d").count("L") for path in paths] == [1, 0, 2]  # out train, out val (a dot), out-gpt2 train
+    torch.save({"model": {}}, tmp_path / "out" / "ckpt.pt")  # not train.py's, so no tokens per step
+    with pytest.raises(ValueError, match="out/ckpt.pt is not a train.py checkpoint"):
+        evaluate.read_run(tmp_path / "out")
+    (tmp_path / "out-gpt2" / "metrics.jsonl").write_text('{"iter": 10, "loss": 9.5}\n[]\n')
+    with pytest.raises(ValueError, match="line 2: not a JSON record"):
+        evaluate.read_run(tmp_path / "out-gpt2")
+    ET.fromstring(evaluate.curves_svg({"diverged": {"train": [(1024, 1e4), (2048, 2.0), (40960, 2.5)], "val": []}}))
