@@ -260,11 +260,11 @@ def test_config_files_parse_and_paper_recipes_divide():
         if os.path.basename(path).startswith(("train_backpack_", "train_gpt2_")):  # the paper's recipe
             assert settings["tokens_per_step"] == 524288
             assert 524288 % (settings["batch_size"] * settings["block_size"] * 4) == 0, path
-    # the CPU comparison trains both models on the quickstart's tokens: only these settings differ
+    # the CPU comparison trains both models on the quickstart's data and schedule: only these settings differ
     read = lambda name: {k: v for k, v in runpy.run_path(os.path.join(REPO, "config", name)).items() if k[0] != "_"}
     brown = read("train_brown.py")
-    for name, own in [("compare_brown_backpack.py", {"out_dir", "learning_rate"}),
-                      ("compare_brown_gpt2.py", {"out_dir", "num_senses"})]:
+    for name, own in [("compare_brown_backpack.py", {"out_dir", "learning_rate", "max_iters"}),
+                      ("compare_brown_gpt2.py", {"out_dir", "num_senses", "max_iters"})]:
         settings = read(name)
         assert settings.keys() == brown.keys() and {k for k in brown if settings[k] != brown[k]} == own, name
 
