@@ -156,7 +156,7 @@ def read_run(folder):
 def curves_svg(runs, width=720, height=420):
     """An SVG of the training (thin) and validation (thick) losses of runs {name: read_run(folder)} against the
     tokens seen: one path per curve (a dot where a curve is a single point), written by hand. The loss axis
-    spans the losses after the first tenth of the tokens: the steep start, cut off, would flatten the rest."""
+    spans the losses after the first tenth of the tokens: the steep start is cut off, not to flatten the rest."""
     series = [(name, kind, points) for name, curves in runs.items() for kind, points in curves.items() if points]
     if not series:
         raise ValueError("the runs' metrics.jsonl hold no losses")
