@@ -207,7 +207,7 @@ def escape(text):
 
 
 def main(argv):
-    s = dict(models=[], curves=[],  # anything pretrained.load takes; runs whose losses to draw
+    s = dict(models=["out"], curves=[],  # anything pretrained.load takes; runs whose losses to draw
              dataset="brown", split="val", data_dir="data", file="",  # the text: a prepared split, or a file
              stride=0, batch_size=4,  # windows move stride tokens (0: half a window); batch_size windows at once
              task="loss", lambada="",  # or --task=lambada, with this file (default: downloaded once into the cache)
@@ -229,7 +229,7 @@ def main(argv):
             f.write(curves_svg(runs))
         return print(f"wrote {s['svg']}: the training and validation losses of {', '.join(runs)}")
     _, _, autocast = device_and_autocast(s["device"], s["dtype"])
-    enc, sources = get_tokenizer(), s["models"] or ["out"]
+    enc, sources = get_tokenizer(), s["models"]
     models = [load(source).to(s["device"]) for source in sources]
     if s["task"] == "loss" and s["stride"] > min(model.config.block_size for model in models):
         raise ValueError(f"--stride must be at most the models' block_size "
