@@ -250,10 +250,11 @@ def test_a_new_run_in_an_old_runs_folder_keeps_the_old_run_until_its_first_check
 
 def test_ctrl_c_says_where_the_last_checkpoint_is(files, tmp_path):
     proc = subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), *TINY, f"--data_dir={files['data']}",
-                             "--dataset=fake", f"--out_dir={tmp_path}", "--max_iters=1000000", "--eval_interval=6"],
+                             "--dataset=fake", f"--out_dir={tmp_path}", "--max_iters=1000", "--eval_interval=6"],
                             cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:  # (a short run could end before this reads its lines, and ignore the signal)
+                            stderr=subprocess.PIPE, text=True,  # a shell's background job (&) ignores Ctrl-C,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # and so would this
+    for line in proc.stdout:
         if line.startswith("saved checkpoint at step 6"):
             proc.send_signal(signal.SIGINT)
             break
