@@ -20,7 +20,7 @@ and editing a sense changes the model predictably. In the paper's order:
     Backpack.weighted_sum       o = sum over senses of alpha_l @ senses_l           (B, T, d)
     Backpack.forward            logits = E o, and the loss
     Backpack.generate           sampling, with a cache of keys, values and senses (forward_cached)
-    Backpack.edit_senses        interventions (the paper's: senses.py, built on this)
+    Backpack.edit_senses        interventions (senses.py's and finetune_senses.py's are built on it)
     configure_optimizers, flops_per_token, estimate_mfu: for training scripts
     Backpack.from_pretrained    train.py's ckpt.pt, or the released stanfordnlp/backpack-gpt2 layout
 References: arXiv 2305.16765, the released stanfordnlp/backpack-gpt2, and karpathy's nanoGPT.
@@ -181,8 +181,7 @@ class Backpack(nn.Module):
         id): the same as dedup=False, but copies share a dropout mask. Edits replace their words' senses."""
         assert self.config.num_senses, "this model has no senses (num_senses=0: the matched Transformer)"
         self._check(idx)
-        B, T = idx.size()
-        k, d = self.config.num_senses, self.config.n_embd
+        (B, T), k, d = idx.shape, self.config.num_senses, self.config.n_embd
         ids, where = torch.unique(idx, return_inverse=True) if dedup else (idx.flatten(), None)
         senses = self.sense_network(self.wte(ids)).view(-1, k, d)  # (distinct ids, k, d)
         if self.sense_edits:  # look up only the ids present: topic control edits thousands of words
@@ -238,8 +237,7 @@ class Backpack(nn.Module):
         else:
             if sense_weights is None:  # first: it checks the length of idx
                 sense_weights = self.sense_weights(idx)
-            if senses is None:
-                senses = self.senses(idx)
+            senses = self.senses(idx) if senses is None else senses
             logits = F.linear(self.weighted_sum(sense_weights, senses), self.wte.weight)
         if targets is None:
             return logits, None
@@ -361,10 +359,10 @@ class Backpack(nn.Module):
     # -- loading ---------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path):
-        """A trained model (eval mode, float32, CPU) from a local folder or file: train.py's ckpt.pt, or the
-        released stanfordnlp/backpack-gpt2 layout (config.json + pytorch_model.bin: a `git clone` of the model
-        repo). Nothing in a file is run (weights_only=True). Downloads by name, the authors' Lightning
-        checkpoints and .safetensors files: pretrained.load, in this repository."""
+        """A trained model (eval mode, float32, CPU) from a local folder or file: train.py's ckpt.pt (or
+        finetune_senses.py's, with its sense_edits), or the released stanfordnlp/backpack-gpt2 layout
+        (config.json + pytorch_model.bin: a `git clone` of the model repo). Nothing in a file is run
+        (weights_only=True). Downloads by name, Lightning checkpoints, .safetensors: pretrained.load."""
         path = str(path)
         if os.path.isdir(path):  # a train.py run, or the released layout
             run = os.path.isfile(os.path.join(path, "ckpt.pt"))
@@ -372,7 +370,9 @@ class Backpack(nn.Module):
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         if "model_args" in state:  # train.py's checkpoint; a compiled model's keys start with _orig_mod.
             tensors = {k.removeprefix("_orig_mod."): t for k, t in state["model"].items()}
-            return cls.from_tensors(BackpackConfig(**state["model_args"]), tensors)
+            model = cls.from_tensors(BackpackConfig(**state["model_args"]), tensors)
+            model.sense_edits.update(state.get("sense_edits", {}))
+            return model
         with open(os.path.join(os.path.dirname(path), "config.json")) as f:
             return cls.from_tensors(*released_to_ours(state, json.load(f)))
 

@@ -45,7 +45,12 @@ def load(source):
         if path.endswith(".safetensors"):
             with open(os.path.join(os.path.dirname(path), "config.json")) as f:
                 return Backpack.from_tensors(*released_to_ours(read_safetensors(path), json.load(f)))
-        return Backpack.from_pretrained(path)
+        model = Backpack.from_pretrained(path)
+        shape = (model.config.num_senses, model.config.n_embd)  # finetune_senses.py's edits, checked as weights are
+        if any(type(t) is not int or not 0 <= t < model.config.vocab_size or getattr(s, "shape", None) != shape
+               for t, s in model.sense_edits.items()):
+            raise ValueError(f"its sense_edits are not {{token id: a {shape} tensor}}")
+        return model
     except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, OSError, AttributeError,
             IndexError, OverflowError, MemoryError) as e:  # a file that is not what it should be, whichever way
         raise ValueError(f"cannot read {path}: {what_went_wrong(path, e)}") from None

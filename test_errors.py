@@ -61,12 +61,26 @@ def files(tmp_path_factory):
     (root / "none_config.py").write_text("out_dir = None\n")
     os.makedirs(root / "garbage")
     (root / "garbage" / "ckpt.pt").write_bytes(b"not a checkpoint at all")
+    gpt = Backpack(BackpackConfig(block_size=32, n_layer=1, n_head=2, n_embd=16, num_senses=0))
+    os.makedirs(root / "transformer")
+    torch.save({**ckpt, "model_args": dataclasses.asdict(gpt.config), "model": gpt.state_dict()}, root / "transformer" / "ckpt.pt")
+    for name, text in (("ft_empty", ""), ("ft_malformed", '{"prefix": "The nurse said", "suffix1": " he"\n'),
+                       ("ft_nokey", '{"prefix": "The nurse said", "suffix1": " he"}\n'),
+                       ("ft_emptysuffix", '{"prefix": "The capital of France is", "suffix": ""}\n'),
+                       ("ft_long", '{"prefix": "' + "the old man " * 12 + '", "suffix": " Paris"}\n'),
+                       ("ft_mixed", '{"prefix": "a", "suffix": " b"}\n{"prefix": "a", "suffix1": " b", "suffix2": " c"}\n'),
+                       ("ft_pair", '{"prefix": "My nurse said that", "suffix1": " he", "suffix2": " she"}\n'),
+                       ("ft_single", '{"prefix": "The capital of France is", "suffix": " Paris"}\n')):
+        (root / f"{name}.jsonl").write_text(text)
     names = ("data", "latin1.txt", "afile", "lambada.jsonl", "bad_config.py", "typo_config.py", "model", "notckpt", "renamed", "garbage",
-             "nobest", "twomodels", "dirckpt", "systemexit.py", "none_config.py")
+             "nobest", "twomodels", "dirckpt", "systemexit.py", "none_config.py", "transformer", "ft_empty.jsonl",
+             "ft_malformed.jsonl", "ft_nokey.jsonl", "ft_emptysuffix.jsonl", "ft_long.jsonl", "ft_mixed.jsonl",
+             "ft_pair.jsonl", "ft_single.jsonl")
     return {name.split(".")[0]: str(root / name) for name in names} | {"tmp": str(root)}
 
 
 FAKE = ["--data_dir={data}", "--dataset=fake"]
+EDIT = ["--init_from={model}", "--background={data}/fake/val.bin", "--out_dir={tmp}/edited"]  # finetune_senses.py
 CASES = [  # (script, arguments ({name} from the files fixture), a fragment of the one line it must print)
     ("train.py", ["--grad_clip=-1"], "--grad_clip must be in [0, inf), got -1"),  # would train uphill
     ("train.py", ["--learning_rate=-1"], "--learning_rate must be in (0, inf), got -1"),
@@ -170,6 +184,34 @@ CASES = [  # (script, arguments ({name} from the files fixture), a fragment of t
     ("evaluate.py", ["--curves", "{model}", "--stride=4"], "--stride does not go with --curves"),
     ("evaluate.py", ["--models", "{model}", "--svg=x.svg"], "--svg does not go with --task=loss"),
     ("evaluate.py", ["--models", "{model}", "{tmp}/none"], "none is no file or folder, nor a published model"),
+    ("finetune_senses.py", [*EDIT, "--examples={ft_empty}"], "ft_empty.jsonl holds no examples: write one JSON"),
+    ("finetune_senses.py", [*EDIT, "--examples={ft_malformed}"], "ft_malformed.jsonl, line 1: not a JSON object"),
+    ("finetune_senses.py", [*EDIT, "--examples={ft_nokey}"], 'ft_nokey.jsonl, line 1: no "suffix2" string'),
+    ("finetune_senses.py", [*EDIT, "--examples={ft_emptysuffix}"], '"suffix" is empty; it is the text to make likely'),
+    ("finetune_senses.py", [*EDIT, "--examples={ft_long}"], "are 38 tokens, more than the model's block_size=32"),
+    ("finetune_senses.py", [*EDIT, "--examples={ft_mixed}"], "line 2: every line of a file must have the same suffix"),
+    ("finetune_senses.py", [*EDIT, "--examples={latin1}"], "latin1.txt is not UTF-8 text"),
+    ("finetune_senses.py", [*EDIT, "--examples={tmp}/none.jsonl"], "none.jsonl: No such file or directory"),
+    ("finetune_senses.py", [*EDIT, "--init_from={transformer}", "--examples={ft_pair}"],
+     "has no senses (num_senses=0: a matched Transformer); --method=full finetunes it"),
+    ("finetune_senses.py", [*EDIT, "--max_degradation=-1e-4"], "--max_degradation must be in [0, inf), got -0.0001"),
+    ("finetune_senses.py", [*EDIT, "--background_weight=-1000"], "--background_weight must be in [0, inf), got -1000"),
+    ("finetune_senses.py", [*EDIT, "--kl_weight=nan"], "--kl_weight expects a float, got 'nan'"),
+    ("finetune_senses.py", [*EDIT, "--method=lora"], "--method must be one of senses, full, got 'lora'"),
+    ("finetune_senses.py", [*EDIT, "--loss=good", "--threshold=2"], "--threshold=2 cannot be met: --loss=good wants a"),
+    ("finetune_senses.py", [*EDIT, "--examples={ft_pair}", "--eval={ft_pair}", "--loss=good"],
+     "holds pairs (suffix1, suffix2), and --loss=good wants single suffixes: use --loss=balance or"),
+    ("finetune_senses.py", [*EDIT, "--examples={ft_pair}", "--eval={ft_single}"], "--eval={ft_single} holds single"),
+    ("finetune_senses.py", [*EDIT, "--examples={ft_pair}", "--eval={ft_pair}", "--background={tmp}/none.bin"],
+     "none.bin not found; prepare it (python prepare.py) or give --background=FILE"),
+    ("finetune_senses.py", [*EDIT, "--examples={ft_pair}", "--eval={ft_pair}", "--background={data}/odd/val.bin"],
+     "is not a file of uint16 token ids (its size is odd)"),
+    ("finetune_senses.py", [*EDIT, "--examples={ft_pair}", "--eval={ft_pair}", "--background={afile}"],
+     "afile holds 6 tokens; the background needs at least 66 (two windows of block_size + 1)"),
+    ("finetune_senses.py", [*EDIT[:2], "--out_dir={afile}"], "--out_dir={afile} is a file, not a folder"),
+    ("finetune_senses.py", [*EDIT[:2], "--out_dir={nobest}"], "nobest/ckpt.pt exists and is not an edited model of"),
+    ("finetune_senses.py", [*EDIT[:2], "--out_dir={model}/."], "is the folder of --init_from: the edit would replace"),
+    ("finetune_senses.py", ["--init_from={model}/ckpt.pt", *EDIT[1:2], "--out_dir={model}"], "is the folder of"),
     ("bench.py", ["--device=cpu", "--batch_size=0"], "--batch_size must be in [1, inf), got 0"),
     ("bench.py", ["--device=cpu", "--steps=0"], "--steps must be in [1, inf), got 0"),
     ("bench.py", ["--device=cpu", "--gen_tokens=0"], "--gen_tokens must be in [1, inf), got 0"),

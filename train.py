@@ -231,6 +231,8 @@ else:
     trained = load(init_from)
     if ddp and master:
         dist.barrier()
+    if trained.sense_edits:  # finetune_senses.py's: kept beside the weights, which are what is trained here
+        log(f"note: {init_from} has edited senses of {len(trained.sense_edits)} words; training drops the edits")
     if block_size > trained.config.block_size:
         raise ValueError(f"--block_size={block_size} is larger than {init_from}'s block_size="
                          f"{trained.config.block_size}; use at most that")
