@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from backpack import GPT2_VOCAB, Backpack, BackpackConfig
-from common import configure, device_and_autocast, one_line_errors
+from common import configure, device_and_autocast, one_line_errors, read_tokens
 
 _before = set(globals())  # the names above are not settings
 preset = "small"  # the paper's sizes: micro, mini or small (= backpack-gpt2)
@@ -65,9 +65,7 @@ if not os.path.exists(path) and dataset == "brown":
     prepare_brown()
 if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found; run `python prepare.py --dataset={dataset}` first")
-if os.path.getsize(path) % 2 or os.path.getsize(path) // 2 <= block_size + 1:
-    raise ValueError(f"{path} is not a file of more than block_size+1={block_size + 1} uint16 token ids")
-tokens = np.memmap(path, dtype=np.uint16, mode="r")
+tokens = read_tokens(path, more_than=block_size + 1, need=f"a batch of block_size={block_size} and its targets")
 print(f"device {torch.cuda.get_device_name() if device_type == 'cuda' else 'cpu'}, torch {torch.__version__}, preset "
       f"{preset}, batch {batch_size} x {block_size}, {dtype}, compile={compile}, capture_unique={capture_unique}, "
       f"{path}", flush=True)

@@ -1,5 +1,6 @@
 """
-What the scripts share: settings, one-line errors, the device and precision, atomic writes, downloads.
+What the scripts share: settings, one-line errors, the device and precision, prepared splits, atomic writes,
+downloads.
 
 Settings follow nanoGPT: a script's settings are plain values with defaults (its globals, or a dict); config
 files (plain Python that assigns some of them) and --key=value arguments override them, in the order given:
@@ -24,8 +25,11 @@ import time
 from ast import literal_eval
 from urllib.parse import urlparse
 
+import numpy as np
 import requests
 import torch
+
+from tokenizer import GPT2_VOCAB
 
 RETRIES = 5  # download attempts in a row that make no progress before giving up
 RETRY_SLEEP = 2.0  # seconds before the first retry, doubled after each (the tests set 0)
@@ -194,6 +198,24 @@ def read_text(path):
         raise ValueError(f"{path} is not UTF-8 text (bad byte at offset {e.start}); convert it to UTF-8 first") from None
     except (gzip.BadGzipFile, EOFError) as e:
         raise ValueError(f"cannot read {path}: {e}") from None
+
+
+def read_tokens(path, more_than=0, need=""):
+    """The token ids of a prepared split (python prepare.py: uint16 GPT-2 ids), memory-mapped; or a one-line error
+    that names the file: not whole uint16s, not more than more_than ids (need says what needs them), or ids that
+    GPT-2 does not have (50257-50263 are padding rows; larger ones another tokenizer's). The first 100M are checked."""
+    size = os.path.getsize(path)  # a missing file: an OSError that names it
+    if size % 2:
+        raise ValueError(f"{path} is not a file of uint16 token ids (its size, {size:,} bytes, is odd); make it with "
+                         "prepare.py")
+    if size // 2 <= more_than:
+        raise ValueError(f"{path} holds {size // 2:,} token ids; {need or 'this'} needs more than {more_than:,}")
+    tokens = np.memmap(path, dtype=np.uint16, mode="r") if size else np.zeros(0, dtype=np.uint16)
+    if size and (top := int(tokens[:100_000_000].max())) >= GPT2_VOCAB:
+        kind = "a padding id of the embedding" if top < GPT2_VOCAB + 7 else "an id of another tokenizer"
+        raise ValueError(f"{path} holds token id {top}, {kind}, which GPT-2 text never has: make the file with "
+                         "prepare.py")
+    return tokens
 
 
 @contextlib.contextmanager

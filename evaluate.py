@@ -25,6 +25,7 @@ import json
 import math
 import os
 import pickle
+import re
 import sys
 import time
 
@@ -33,7 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from backpack import GPT2_VOCAB
-from common import cache_path, configure, device_and_autocast, download, one_line_errors, read_text
+from common import (atomic_write, cache_path, configure, device_and_autocast, download, one_line_errors, read_text,
+                    read_tokens)
 from pretrained import load
 from tokenizer import EOT, get_tokenizer
 
@@ -80,19 +82,21 @@ def text_bytes(enc, tokens):
 
 
 def read_lambada(path):
-    """The passages of a LAMBADA file: JSON lines with a "text" field, or plain lines of text."""
+    """The passages of a LAMBADA file: JSON lines with a "text" field, or plain lines of text, a passage each. Lines
+    end at newlines only: a JSON string may hold U+2028, which str.splitlines would split at."""
     passages = []
-    for n, line in enumerate(read_text(path).splitlines(), 1):
-        if line.lstrip().startswith("{"):
-            try:
-                passage = json.loads(line)["text"]
-            except (ValueError, KeyError, TypeError):
-                passage = None
-            if not isinstance(passage, str):
-                raise ValueError(f"{path}, line {n}: expected a JSON object with a \"text\" field")
-            passages.append(passage)
-        elif line.strip():
-            passages.append(line)
+    for n, line in enumerate(read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:  # plain text, unless it was meant as JSON
+            record = line if not line.lstrip().startswith(("{", "[")) else None
+        if isinstance(record, dict) and isinstance(record.get("text"), str):
+            record = record["text"]
+        elif record is not line:  # an array, a bare string or number, broken JSON, an object without "text"
+            raise ValueError(f'{path}, line {n}: expected a JSON object with a "text" field, or a line of plain text')
+        passages.append(record)
     if not passages:
         raise ValueError(f"{path} holds no passages")
     return passages
@@ -105,8 +109,8 @@ def lambada(model, enc, passages, autocast=None, name=""):
     device, T = model.wte.weight.device, model.config.block_size
     hits, nats, t0 = 0, [], time.time()
     for n, passage in enumerate(passages, 1):
-        context, _, word = passage.rstrip().rpartition(" ")
-        if not context or not word:
+        context, word = (m[1], m[2]) if (m := re.fullmatch(r"(.*\S)\s+(\S+)\s*", passage, re.S)) else ("", "")
+        if not context:  # the last word follows any whitespace (a tab too), as the reference scorers split
             raise ValueError(f"a LAMBADA passage needs words before its last word: {passage[:60]!r}")
         target = enc.encode(" " + word, disallowed_special=())
         if len(target) >= T:
@@ -133,17 +137,25 @@ def read_run(folder):
     resumed run logged a step again (from its last checkpoint on), the later record wins."""
     curves = {"train": {}, "val": {}}
     path = os.path.join(folder, "metrics.jsonl")
-    with open(path) as f:  # an OSError names the file
-        for n, line in enumerate(f, 1):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                record = None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}, line {n}: not a JSON record (a cut-off line? delete it)")
-            for kind, key in (("train", "loss"), ("val", "val_loss")):
-                if isinstance(record.get(key), (int, float)) and math.isfinite(record[key]) and "iter" in record:
-                    curves[kind][record["iter"]] = record[key]
+    for n, line in enumerate(read_text(path).split("\n"), 1):  # read_text: an error that names the file
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}, line {n}: not a JSON record (a cut-off line? delete it)")
+        for kind, key in (("train", "loss"), ("val", "val_loss")):
+            if key not in record:
+                continue
+            step, loss = record.get("iter"), record[key]
+            if type(step) is not int or step < 0:  # "10", None, True, 1.5: not what train.py writes
+                raise ValueError(f'{path}, line {n}: "iter" is {step!r}, not a step number: not a train.py record')
+            if type(loss) not in (int, float):  # true would be drawn as a loss of 1
+                raise ValueError(f'{path}, line {n}: "{key}" is {loss!r}, not a number: not a train.py record')
+            if math.isfinite(loss):  # a diverged run's nan is left out
+                curves[kind][step] = loss
     try:
         ckpt = torch.load(os.path.join(folder, "ckpt.pt"), map_location="cpu", weights_only=True, mmap=True)
         tokens_per_step = ckpt["config"]["tokens_per_step"]  # steps -> tokens seen
@@ -160,14 +172,16 @@ def curves_svg(runs, width=720, height=420):
     series = [(name, kind, points) for name, curves in runs.items() for kind, points in curves.items() if points]
     if not series:
         raise ValueError("the runs' metrics.jsonl hold no losses")
+    series = [(name, kind, thinned(points, width)) for name, kind, points in series]
     xs, ys = [x for *_, p in series for x, _ in p], [y for *_, p in series for _, y in p]
-    late = [y for *_, p in series for x, y in p if x >= max(xs) / 10]
-    x0, x1, y0, y1 = 0, max(xs), math.floor(min(ys) * 2) / 2, math.ceil(max(late) * 2) / 2
+    x1 = max(xs)
+    late = [min(max(y, -1e6), 1e6) for *_, p in series for x, y in p if x >= x1 / 10]  # a huge loss: off the chart
+    x0, y0, y1 = 0, math.floor(min(max(min(ys), -1e6), 1e6) * 2) / 2, math.ceil(max(late) * 2) / 2
     y1 = max(y1, y0 + 0.5)  # a constant loss still gets a range
     legend = min(width // 2, 7 * max(len(name) for name in runs) + 90)  # room for the names, ~7 pixels a letter
     left, right, top, bottom = 60, width - legend, 20, height - 45
     sx = lambda x: left + (x - x0) / max(x1 - x0, 1) * (right - left)  # noqa: E731
-    sy = lambda y: bottom - (y - y0) / (y1 - y0) * (bottom - top)  # noqa: E731
+    sy = lambda y: bottom - (min(max(y, y0 - 1), y1 + 1) - y0) / (y1 - y0) * (bottom - top)  # noqa: E731  clipped
     colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"]
     names = list(runs)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
@@ -202,6 +216,13 @@ def curves_svg(runs, width=720, height=420):
     return "\n".join(out + ["</svg>"]) + "\n"
 
 
+def thinned(points, width):
+    """At most about 2 x width points of a curve, the first and the last kept: a picture shows no more, and a run
+    of 300,000 logged steps is drawn in a moment."""
+    stride = max(1, math.ceil(len(points) / (2 * width)))
+    return points[::stride] + ([points[-1]] if (len(points) - 1) % stride else [])
+
+
 def escape(text):
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -225,8 +246,9 @@ def main(argv):
         raise ValueError(f"--{stray[0]} does not go with --file: the text is the file")
     if s["curves"]:
         runs = {os.path.normpath(folder): read_run(folder) for folder in s["curves"]}  # named as given
-        with open(s["svg"], "w") as f:
-            f.write(curves_svg(runs))
+        svg = curves_svg(runs)
+        with atomic_write(s["svg"]) as f:  # a failure or a kill leaves the old file as it was
+            f.write(svg.encode())
         return print(f"wrote {s['svg']}: the training and validation losses of {', '.join(runs)}")
     _, _, autocast = device_and_autocast(s["device"], s["dtype"])
     enc, sources = get_tokenizer(), s["models"]
@@ -249,7 +271,7 @@ def main(argv):
             if not os.path.exists(what):
                 raise FileNotFoundError(f"{what} not found; prepare it (python prepare.py --dataset={s['dataset']}) "
                                         "or give --file=TEXT")
-            tokens = np.fromfile(what, dtype=np.uint16).astype(np.int64).tolist()
+            tokens = read_tokens(what).astype(np.int64).tolist()
         if len(tokens) < 2:
             raise ValueError(f"{what} holds {len(tokens)} tokens: nothing to score")
         rows, scored_bytes = [], text_bytes(enc, tokens)

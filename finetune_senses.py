@@ -36,9 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import atomic_write, configure, device_and_autocast, one_line_errors, read_text
+from common import atomic_write, configure, device_and_autocast, one_line_errors, read_text, read_tokens
 from pretrained import load
-from tokenizer import GPT2_VOCAB, get_tokenizer
+from tokenizer import get_tokenizer
 
 PAIR_LOSSES, SINGLE_LOSSES = ("balance", "good-v-bad"), ("good", "bad")
 # the authors' success thresholds (their configs for country_capital, stereoset, pronoun_gender_bias and
@@ -95,9 +95,7 @@ def read_background(path, enc, length, count):
     if path.endswith(".bin"):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} not found; prepare it (python prepare.py) or give --background=FILE")
-        if os.path.getsize(path) % 2:
-            raise ValueError(f"{path} is not a file of uint16 token ids (its size is odd); make it with prepare.py")
-        tokens = np.memmap(path, dtype=np.uint16, mode="r")  # OpenWebText's train.bin is 18 GB
+        tokens = read_tokens(path)  # memory-mapped: OpenWebText's train.bin is 18 GB
     else:
         tokens = np.array(enc.encode(read_text(path), allowed_special={"<|endoftext|>"}))
     n = min(count, len(tokens) // (length + 1))
@@ -106,8 +104,6 @@ def read_background(path, enc, length, count):
                          "(two windows of block_size + 1)")
     spacing = (len(tokens) - length - 1) // (n - 1)  # at least length + 1: the windows never overlap
     windows = np.stack([tokens[i * spacing:i * spacing + length + 1] for i in range(n)])
-    if (top := int(windows.max())) >= GPT2_VOCAB:
-        raise ValueError(f"{path} holds token id {top}, which GPT-2 does not have: not a prepare.py file?")
     return torch.from_numpy(windows.astype(np.int64))
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from backpack import GPT2_VOCAB
-from common import atomic_write, configure, device_and_autocast, one_line_errors, read_text
+from common import atomic_write, configure, device_and_autocast, one_line_errors, read_text, read_tokens
 from pretrained import load
 from tokenizer import get_tokenizer
 
@@ -560,10 +560,8 @@ def print_health(model, path, words=100):
         raise FileNotFoundError(f"{path} not found: --health measures over a prepared split (python prepare.py)")
     if not path.endswith(".bin"):  # text read as token ids would give numbers all the same
         raise ValueError(f"{path}: --health wants a prepared split, a .bin file of python prepare.py")
-    tokens = np.fromfile(path, dtype=np.uint16).astype(np.int64).tolist()
-    if len(tokens) <= model.config.block_size:
-        raise ValueError(f"{path} holds {len(tokens)} tokens, fewer than a window of block_size="
-                         f"{model.config.block_size}")
+    tokens = read_tokens(path, more_than=model.config.block_size,
+                         need=f"a window of block_size={model.config.block_size}").astype(np.int64).tolist()
     cosine, entropy, share = sense_health(model, tokens, words)
     k = model.config.num_senses
     print(f"sense health over {path} ({len(tokens):,} tokens)")

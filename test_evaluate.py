@@ -131,3 +131,43 @@ def test_curves_from_run_folders_keep_the_last_record_of_a_resumed_step(tmp_path
     with pytest.raises(ValueError, match="line 2: not a JSON record"):
         evaluate.read_run(tmp_path / "out-gpt2")
     ET.fromstring(evaluate.curves_svg({"diverged": {"train": [(1024, 1e4), (2048, 2.0), (40960, 2.5)], "val": []}}))
+
+
+def test_odd_metrics_values_are_named_not_drawn(tmp_path):
+    os.makedirs(tmp_path / "run")
+    torch.save({"config": {"tokens_per_step": 1024}}, tmp_path / "run" / "ckpt.pt")
+    for line, message in [('{"iter": "10", "loss": 9.0}', "line 1: \"iter\" is '10', not a step number"),
+                          ('{"iter": null, "loss": 9.0}', 'line 1: "iter" is None, not a step number'),
+                          ('{"iter": 10, "loss": true}', 'line 1: "loss" is True, not a number'),
+                          ('{"iter": 10, "val_loss": "8.1"}', "line 1: \"val_loss\" is '8.1', not a number")]:
+        (tmp_path / "run" / "metrics.jsonl").write_text(line + "\n")
+        with pytest.raises(ValueError, match=message):
+            evaluate.read_run(tmp_path / "run")
+    (tmp_path / "run" / "metrics.jsonl").write_bytes(b'{"iter": 10, "loss": 9.0}\n{"caf\xe9": 1}\n')
+    with pytest.raises(ValueError, match=r"run/metrics.jsonl is not UTF-8 text"):  # the file, so the run, named
+        evaluate.read_run(tmp_path / "run")
+    # a huge (finite) loss is drawn off the chart, not an OverflowError; the axis follows the others
+    svg = evaluate.curves_svg({"big": {"train": [(1024, 1e308), (2048, 3.0), (40960, 2.5)], "val": []}})
+    assert max(float(t.text) for t in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}text")
+               if t.text.replace(".", "").isdigit()) <= 1e6
+
+
+def test_a_long_run_is_drawn_thinned_to_what_a_picture_shows():
+    points = [(i * 1024, 10 / (1 + i / 1000)) for i in range(300_000)]
+    svg = evaluate.curves_svg({"long": {"train": points, "val": points[::1000]}}, width=720)
+    paths = [p for p in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}path")]
+    assert all(p.get("d").count("L") + 1 <= 2 * 720 + 1 for p in paths)
+    assert evaluate.thinned(points, 720)[-1] == points[-1] and evaluate.thinned(points, 720)[0] == points[0]
+
+
+def test_lambada_lines_are_json_objects_or_plain_text(tmp_path, enc):
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"text": "a line\u2028with a separator and a last word"}) + "\n" + "plain text line\n")
+    assert evaluate.read_lambada(good) == ["a line\u2028with a separator and a last word", "plain text line"]
+    for bad in ('["an", "array"]', '"a bare string"', '{"txt": "no text"}', '{"text": "broken"'):
+        (tmp_path / "bad.jsonl").write_text(bad + "\n")
+        with pytest.raises(ValueError, match='line 1: expected a JSON object with a "text" field'):
+            evaluate.read_lambada(tmp_path / "bad.jsonl")
+    model = tiny(block_size=64)  # the last word follows any whitespace: a tab too
+    assert evaluate.lambada(model, enc, ["the cat sat on the\tmat"]) == evaluate.lambada(model, enc,
+                                                                                       ["the cat sat on the mat"])

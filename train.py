@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from backpack import Backpack, BackpackConfig
-from common import atomic_write, check_allowed, configure, convert, device_and_autocast, one_line_errors
+from common import atomic_write, check_allowed, configure, convert, device_and_autocast, one_line_errors, read_tokens
 from prepare import prepare_brown
 from pretrained import load
 
@@ -150,12 +150,8 @@ for split, path in data_path.items():  # Brown is prepared below when neither fi
     if not os.path.exists(path) and (dataset != "brown" or any(map(os.path.exists, data_path.values()))):
         raise FileNotFoundError(f"{path} not found; prepare the data first (python prepare.py --dataset={dataset}) "
                                 f"or point --data_dir at the folder holding {dataset}/")
-    if os.path.exists(path):  # uint16 GPT-2 ids: the first 100M of them are checked
-        if os.path.getsize(path) % 2 or os.path.getsize(path) // 2 <= block_size:
-            raise ValueError(f"{path} is not a file of more than block_size={block_size} uint16 token ids; make it "
-                             "with prepare.py")
-        if (top := int(np.memmap(path, dtype=np.uint16, mode="r")[:100_000_000].max())) >= 50257:
-            raise ValueError(f"{path} holds token id {top}, which GPT-2 does not have: not a prepare.py file?")
+    if os.path.exists(path):  # uint16 GPT-2 ids, and enough of them for a sequence and its targets
+        read_tokens(path, more_than=block_size, need=f"a sequence of block_size={block_size} and its targets")
 prepare_brown_first = not any(os.path.exists(p) for p in data_path.values())  # decided by every rank alike
 if ddp:
     if device_type == "cuda":
