@@ -284,7 +284,7 @@ class Backpack(nn.Module):
         block_size tokens, exactly like an uncached run."""
         self._check(idx)  # a 1-D prompt would fail below; a negative temperature would pick the least likely
         if not 0 <= temperature < float("inf") or (top_k or 0) < 0 or max_new_tokens < 0 \
-                or top_p is not None and not 0 < top_p <= 1:
+                or top_p is not None and (isinstance(top_p, bool) or not 0 < top_p <= 1):
             raise ValueError("generate: temperature, top_k, max_new_tokens must be >= 0, top_p in (0, 1]")
         block_size, cache = self.config.block_size, None
         for _ in range(max_new_tokens):

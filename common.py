@@ -75,6 +75,8 @@ def configure(settings, argv, doc="", allowed=None):
             continue
         if isinstance(settings[key], str):
             value = text  # strings need no quotes: --init_from=resume
+            if any("\udc80" <= c <= "\udcff" for c in text):  # how Python keeps the bytes of an argument
+                raise ValueError(f"--{key} is not UTF-8 text (the shell passed bytes that are not): give UTF-8")
         else:
             try:
                 value = literal_eval(text)
@@ -237,8 +239,11 @@ def atomic_write(*paths):
         for tmp, path in zip(tmps, paths):
             os.replace(tmp, path)
     except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise OSError(f"disk full while writing {paths[0]}: free some space and run again") from None
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # a full disk, a quota, a file size limit
+            reason = "disk full" if e.errno == errno.ENOSPC else e.strerror.lower()
+            raise OSError(f"{reason} while writing {paths[0]}: free some space and run again") from None
+        if e.filename in tmps:  # name the file the user gave, not its temporary twin
+            raise OSError(e.errno, e.strerror, paths[tmps.index(e.filename)]) from None
         raise
     finally:
         for f in files:

@@ -55,6 +55,8 @@ enc = get_tokenizer()
 model = load(out_dir if init_from == "resume" else init_from).to(device)
 apply_interventions(model, enc, scale, edit, topic, strength, topic_vocab, log=lambda note: print(note, file=sys.stderr))
 if start.startswith("FILE:"):
+    if not start[5:]:
+        raise ValueError("--start=FILE: needs a file name: --start=FILE:prompt.txt")
     start = read_text(start[5:])
 ids = enc.encode(start, allowed_special={"<|endoftext|>"})
 if not ids:

@@ -20,6 +20,7 @@ import base64
 import gzip
 import json
 import math
+import operator
 import os
 import signal
 import sys
@@ -93,18 +94,27 @@ def decimals(values):
 @torch.no_grad()
 def sense_vocab_scores(model, token_id):
     """(k, 50257): the raw logit contributions E C(x)_l of each sense of one token (the padding ids dropped)."""
+    token_id = word_token(model, token_id)
     senses = model.senses(torch.tensor([[token_id]], device=model.wte.weight.device))[0, :, 0]  # (k, d)
     return senses @ model.wte.weight[:GPT2_VOCAB].T
 
 
 def sense_table(model, enc, token_id, top=5):
     """Per sense: ([(word, score)] of its `top` highest vocabulary scores, [...] of its `top` lowest)."""
-    rows = []
+    top, rows = min(operator.index(top), GPT2_VOCAB), []
     for s in sense_vocab_scores(model, token_id).float().cpu():
         hi, lo = torch.topk(s, top), torch.topk(s, top, largest=False)
         rows.append(([(show(enc, i), v) for v, i in zip(hi.values.tolist(), hi.indices.tolist())],
                      [(show(enc, i), v) for v, i in zip(lo.values.tolist(), lo.indices.tolist())]))
     return rows
+
+
+def word_token(model, token_id, what="token id"):
+    """token_id as an int that is a word of the model's vocabulary: not a padding row (GPT-2's 50257 and up)."""
+    token_id, words = operator.index(token_id), min(model.config.vocab_size, GPT2_VOCAB)
+    if not 0 <= token_id < words:  # -1 would read the last padding row
+        raise ValueError(f"{what} {token_id} is no word: the vocabulary's words are 0..{words - 1}")
+    return token_id
 
 
 # -- what drives a prediction: (context word, sense) contributions --------------------------------------------
@@ -120,10 +130,12 @@ def contributions(model, idx, target, position=-1, parts=None):
     """(k, T) tensor of alpha[l, i, j] * (E C(x_j)_l)[target] at position i, and the model's logit there. idx is
     (1, T); the contributions sum exactly (up to float rounding) to logit(i, target). parts: decompose(model, idx),
     if it is at hand."""
-    T = idx.size(1)
+    if idx.dim() != 2 or idx.size(0) != 1:  # a batch's other rows would be silently left out
+        raise ValueError(f"contributions: idx must be one text, of shape (1, T), not {tuple(idx.shape)}")
+    T, target, position = idx.size(1), word_token(model, target, "target"), operator.index(position)
     i = position + T if position < 0 else position
-    if not 0 <= i < T or not 0 <= target < model.config.vocab_size:  # target -1 would be a padding row
-        raise ValueError(f"position {position} is outside the context's {T} tokens, or target {target} is no token")
+    if not 0 <= i < T:
+        raise ValueError(f"position {position} is outside the context's {T} tokens")
     senses, alpha, logits = parts if parts is not None else decompose(model, idx)  # (k, T, d), (k, T, T), (T, V)
     contrib = alpha[:, i, :] * (senses @ model.wte.weight[target])  # (E C(x_j)_l)[target]: (k, T)
     return contrib, logits[i, target].item()
@@ -226,6 +238,10 @@ def gender_bias(model, enc, sense=10, factor=0.0, professions=PROFESSIONS, templ
     """The paper's bias ratio, the mean over (profession, prompt) of max(p(he)/p(she), p(she)/p(he)), before and
     after multiplying sense `sense` of every profession word by `factor` (0 removes it). The model's own edits
     are left as they were. Returns (before, after, professions used, professions skipped)."""
+    professions = [professions] if isinstance(professions, str) else professions  # "nurse": not five letters
+    templates = [templates] if isinstance(templates, str) else templates
+    if not templates:
+        raise ValueError("gender_bias: no prompts (templates such as \"My {} said that\")")
     prompts, skipped = bias_prompts(enc, professions, templates)
     if not prompts:
         raise ValueError("none of the professions is a single token")
@@ -252,6 +268,8 @@ def sense_health(model, tokens, words=100, windows=32):
     alpha rows sum to 1 whatever it does, so alpha's own mass is 1/k per sense by construction).
     Returns (mean cosine, [entropy per sense], [share per sense])."""
     device, k, T = model.wte.weight.device, model.config.num_senses, model.config.block_size
+    if len(tokens) < T:
+        raise ValueError(f"sense_health: the text is {len(tokens)} tokens, less than a window of block_size={T}")
     ids = torch.tensor([t for t, _ in Counter(tokens).most_common(words)], device=device)
     senses = torch.nn.functional.normalize(model.senses(ids[None])[0].transpose(0, 1).float(), dim=-1)  # (n, k, d)
     cosines = senses @ senses.transpose(1, 2)  # (n, k, k)
@@ -261,11 +279,16 @@ def sense_health(model, tokens, words=100, windows=32):
         logp = torch.log_softmax(model.senses(chunk[None])[0].float() @ model.wte.weight[:GPT2_VOCAB].float().T, -1)
         entropy += -(logp.exp() * logp).sum(-1).sum(1) / len(ids)  # (k,): the mean over the words
     norms = torch.zeros(k, device=device)
-    for start in list(range(0, max(1, len(tokens) - T), max(1, (len(tokens) - T) // windows)))[:windows]:
+    for start in health_windows(len(tokens), T, windows):
         idx = torch.tensor([tokens[start:start + T]], device=device)
         parts = model.sense_weights(idx)[0] @ model.senses(idx)[0]  # (k, T, d): sense l's part of every o_i
         norms += parts.norm(dim=-1).mean(-1)
     return cosine, entropy.tolist(), (norms / norms.sum()).tolist()
+
+
+def health_windows(n_tokens, T, windows):
+    """Where sense_health's windows of T tokens start: at most `windows` of them, spread over the text."""
+    return list(range(0, max(1, n_tokens - T), max(1, (n_tokens - T) // windows)))[:windows]
 
 
 # -- the paper's interventions: persistent edits of senses (Backpack.edit_senses) -----------------------------
@@ -273,8 +296,14 @@ def scale_sense(model, token_id, factors):
     """Multiply senses of a word wherever it occurs: factors {sense: factor}; {10: 0.0} removes sense 10 (the paper's
     gender-bias fix). The same as scaling alpha[:, l, :, j] at every position j of the word."""
     k = model.config.num_senses
+    if not k:
+        raise ValueError("scale_sense: this model has no senses (num_senses=0: a matched Transformer)")
+    if not isinstance(factors, dict):
+        raise TypeError(f"scale_sense: factors must be a dict {{sense: factor}}, such as {{10: 0.0}}, not {factors!r}")
     if bad := [l for l in factors if type(l) is not int or not 0 <= l < k]:  # -1 would scale the last one, 1.5 none
-        raise ValueError(f"sense {bad[0]} is out of range: this model has senses 0..{k - 1}")
+        raise ValueError(f"sense {bad[0]!r} is out of range: this model has senses 0..{k - 1}")
+    if bad := [f for f in factors.values() if type(f) not in (int, float) or not math.isfinite(f)]:  # nan spreads
+        raise ValueError(f"scale_sense: a factor must be a finite number, not {bad[0]!r}")
     scale = [factors.get(l, 1.0) for l in range(k)]
     return model.edit_senses(token_id, lambda s: s * s.new_tensor(scale)[:, None])
 
@@ -365,6 +394,8 @@ def topic_control(model, enc, words, strength=2, topic_vocab=None, log=print):
     (the earliest BPE merges, roughly the most common words); 0: all, as the paper. Scoring n words costs
     2 n k 50257 d FLOPs (62 TFLOPs for all of Small's: seconds on a GPU, tens of minutes on a laptop), so None
     means every word on CUDA, 5000 elsewhere. Returns the number of words edited."""
+    if not model.config.num_senses:
+        raise ValueError("topic_control: this model has no senses (num_senses=0: a matched Transformer)")
     if strength not in TOPIC_BOOSTS:
         raise ValueError(f"--strength must be 1, 2 or 3, got {strength}")
     words = words.split(",") if isinstance(words, str) else words  # "food": one word, not four letters
@@ -415,6 +446,7 @@ def apply_interventions(model, enc, scale=(), edit=(), topic="", strength=2, top
 
 # -- a page to look at: senses.py --context TEXT --html FILE -------------------------------------------------
 PAGE_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "senses.html")
+PAGE_MARK = b"<!-- The page of `python senses.py"  # the first line of every page: what --html may replace
 
 
 def base64_floats(array, dtype):
@@ -423,12 +455,15 @@ def base64_floats(array, dtype):
 
 
 @torch.no_grad()
-def page_data(model, enc, text, about, top=10):
+def page_data(model, enc, text, about, top=10, special=True):
     """The numbers senses.py's page shows for a text: per position, the top next tokens; for each of them and the
     actual next token, the exact contributions of each context word (contributions(), as --context prints them)
     and the model's logit; the sense weights and the words' vocabulary scores (float16: for the hover breakdowns
-    and the maps); and the sense table of each distinct word (sense_table(), as --word prints it)."""
-    ids = enc.encode(text, allowed_special={"<|endoftext|>"})
+    and the maps); and the sense table of each distinct word (sense_table(), as --word prints it). special: whether
+    "<|endoftext|>" in text is the end-of-text token (a context) or plain text (a word, as --word reads it)."""
+    ids = enc.encode(text, allowed_special={"<|endoftext|>"} if special else set(), disallowed_special=())
+    if top < 1:
+        raise ValueError(f"page_data: top must be at least 1, got {top}")
     if not 0 < len(ids) <= model.config.block_size:
         raise ValueError(f"the text is {len(ids)} tokens; the page takes 1 to block_size={model.config.block_size}")
     idx = torch.tensor([ids], device=model.wte.weight.device)
@@ -472,9 +507,29 @@ def write_page(data, path):
     tokens rather than 2 to 3), one file that opens offline."""
     packed = base64.b64encode(gzip.compress(json.dumps(data, separators=(",", ":")).encode(), mtime=0)).decode()
     with open(PAGE_TEMPLATE, encoding="utf-8") as f:
-        page = f.read().replace('"/*DATA*/"', f'"{packed}"')
+        template = f.read()
+    if '"/*DATA*/"' not in template:  # every page would silently show another text's data
+        raise ValueError(f"{PAGE_TEMPLATE} has no \"/*DATA*/\" placeholder: restore it (git checkout {PAGE_TEMPLATE})")
+    page = template.replace('"/*DATA*/"', f'"{packed}"')
     with atomic_write(path) as f:
         f.write(page.encode("utf-8"))
+
+
+def check_page_path(path):
+    """Refuse an --html path where writing the page would lose something or fail only after the work: empty, a
+    folder, the page template, or an existing file that is no page of senses.py."""
+    if not path:
+        raise ValueError("--html is empty: give the page's file name, e.g. --html page.html")
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
+        raise ValueError(f"--html {path} names a folder: give a file name, e.g. --html "
+                         f"{os.path.join(path, 'page.html')}")
+    if os.path.exists(path):
+        if os.path.exists(PAGE_TEMPLATE) and os.path.samefile(path, PAGE_TEMPLATE):
+            raise ValueError(f"--html {path} is the page template: write the page elsewhere")
+        with open(path, "rb") as f:
+            if PAGE_MARK not in f.read(400):
+                raise ValueError(f"--html {path} exists and is no page of senses.py: give a new file name, or "
+                                 "delete the file first")
 
 
 # -- the command line: one function per mode ------------------------------------------------------------------
@@ -563,12 +618,15 @@ def print_health(model, path, words=100):
     tokens = read_tokens(path, more_than=model.config.block_size,
                          need=f"a window of block_size={model.config.block_size}").astype(np.int64).tolist()
     cosine, entropy, share = sense_health(model, tokens, words)
-    k = model.config.num_senses
+    k, n_words = model.config.num_senses, min(words, len(set(tokens)))
+    n_windows = len(health_windows(len(tokens), model.config.block_size, 32))
     print(f"sense health over {path} ({len(tokens):,} tokens)")
-    print(f"  mean cosine similarity between a token's senses, over the {words} most frequent tokens: {cosine:.3f}")
+    print(f"  mean cosine similarity between a token's senses, over the {n_words} most frequent tokens: {cosine:.3f}"
+          + (f" (the text has only {n_words} distinct tokens)" if n_words < words else ""))
     print("  (0: unrelated, as at initialization; near 1: collapsed, all alike)")
     print("  sense  vocabulary entropy, nats      share of the output o")
-    print(f"         (same tokens; flat: {math.log(GPT2_VOCAB):.2f})      (32 windows; even: {1 / k:.1%})")
+    print(f"         (same tokens; flat: {math.log(GPT2_VOCAB):.2f})      ({n_windows} window{'s' * (n_windows > 1)}; "
+          f"even: {1 / k:.1%})")
     for l in range(k):
         print(f"  {l:5d}  {entropy[l]:10.2f}{share[l]:27.1%}")
 
@@ -582,7 +640,7 @@ def main(argv):
              bias=False, sense=10, factor=0.0,  # --bias: the he/she bias before and after scaling --sense by --factor
              html="",  # with --context or --word: write a page to look at into this file, instead of a table
              health=False, data="data/brown/val.bin")  # --health: measured over this prepared text
-    given = configure(s, argv, __doc__, dict(init_from="[1, inf)", out_dir="[1, inf)", top="[1, inf)",
+    given = configure(s, argv, __doc__, dict(init_from="[1, inf)", out_dir="[1, inf)", top="[1, inf)", data="[1, inf)",
                                                subword="[0, inf)", sense="[0, inf)", factor="(-inf, inf)"))
     modes = [m for m in ("word", "context", "similarity", "bias", "health") if m in given and given[m] is not False]
     if len(modes) != 1:
@@ -593,6 +651,15 @@ def main(argv):
     if stray := [k for k in ("subword", "top", "target", "position", "sense", "factor", "html", "data")
                  if k in given and k not in own[modes[0]]]:
         raise ValueError(f"--{stray[0]} is not a setting of --{modes[0]}")  # it would be silently ignored
+    if "html" in given:
+        if stray := [k for k in ("subword", "top", "target", "position") if k in given]:
+            raise ValueError(f"--{stray[0]} is not a setting of --html: the page shows every subword, position "
+                             "and a top 10")
+        check_page_path(s["html"])  # before the work, not after it
+        if modes == ["context"] and not s["context"]:
+            raise ValueError("--context is empty")
+        if modes == ["word"]:
+            word_ids(get_tokenizer(), s["word"])  # an empty word: said before the model is loaded
     device_and_autocast(s["device"], "float32")  # only to check --device: the analyses run in float32
     source = s["out_dir"] if s["init_from"] == "resume" else s["init_from"]
     enc, model = get_tokenizer(), load(source).to(s["device"])
@@ -602,7 +669,8 @@ def main(argv):
         c = model.config
         about = (f"{source}: a Backpack of {sum(p.numel() for p in model.parameters()):,} parameters ({c.n_layer} "
                  f"layers, width {c.n_embd}, {c.num_senses} senses)")
-        write_page(page_data(model, enc, s["context"] or " " + s["word"].strip(), about), s["html"])
+        text, special = (s["context"], True) if modes == ["context"] else (" " + s["word"].strip(), False)
+        write_page(page_data(model, enc, text, about, special=special), s["html"])
         print(f"wrote {s['html']} ({os.path.getsize(s['html']) / 1e3:,.0f} kB): open it in a browser")
     elif modes == ["word"]:
         print_word(model, enc, s["word"], s["subword"], s["top"])

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from backpack import Backpack, BackpackConfig
+from senses import PAGE_TEMPLATE
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--num_senses=4", "--block_size=16", "--batch_size=4",
@@ -138,11 +139,19 @@ def files(tmp_path_factory):
                        ("ft_pair", '{"prefix": "My nurse said that", "suffix1": " he", "suffix2": " she"}\n'),
                        ("ft_single", '{"prefix": "The capital of France is", "suffix": " Paris"}\n')):
         (root / f"{name}.jsonl").write_text(text)
+    os.makedirs(root / "badrun")
+    torch.save({"config": {"tokens_per_step": 128}}, root / "badrun" / "ckpt.pt")
+    (root / "badrun" / "metrics.jsonl").write_text('{"iter": 10, "loss": 9.0}\n{"iter": "20", "loss": 8.0}\n')
+    os.makedirs(root / "latinrun")
+    torch.save({"config": {"tokens_per_step": 128}}, root / "latinrun" / "ckpt.pt")
+    (root / "latinrun" / "metrics.jsonl").write_bytes(b'{"iter": 10, "loss": 9.0, "note": "caf\xe9"}\n')
+    (root / "lambada_array.jsonl").write_text('["not", "a", "passage"]\n')
+    (root / "page.html").write_text("<!-- The page of `python senses.py --context TEXT --html FILE` -->\nOLD PAGE\n")
     names = ("data", "latin1.txt", "afile", "lambada.jsonl", "bad_config.py", "typo_config.py", "model", "notckpt", "renamed", "garbage",
              "nobest", "twomodels", "dirckpt", "systemexit.py", "none_config.py", "transformer", "ft_empty.jsonl",
              "ft_malformed.jsonl", "ft_nokey.jsonl", "ft_emptysuffix.jsonl", "ft_long.jsonl", "ft_mixed.jsonl",
-             "ft_pair.jsonl", "ft_single.jsonl")
-    return {name.split(".")[0]: str(root / name) for name in names} | {"tmp": str(root)}
+             "ft_pair.jsonl", "ft_single.jsonl", "badrun", "latinrun", "lambada_array.jsonl", "page.html")
+    return {name.split(".")[0]: str(root / name) for name in names} | {"tmp": str(root), "template": PAGE_TEMPLATE}
 
 
 FAKE = ["--data_dir={data}", "--dataset=fake"]
@@ -279,6 +288,28 @@ CASES = [  # (script, arguments ({name} from the files fixture), a fragment of t
     ("finetune_senses.py", [*EDIT[:2], "--out_dir={nobest}"], "nobest/ckpt.pt exists and is not an edited model of"),
     ("finetune_senses.py", [*EDIT[:2], "--out_dir={model}/."], "is the folder of --init_from: the edit would replace"),
     ("finetune_senses.py", ["--init_from={model}/ckpt.pt", *EDIT[1:2], "--out_dir={model}"], "is the folder of"),
+    ("senses.py", ["--out_dir={model}", "--context", "", "--html", "{tmp}/p.html"], "--context is empty"),
+    ("senses.py", ["--out_dir={model}", "--word", " ", "--html", "{tmp}/p.html"], "the word is empty"),
+    ("senses.py", ["--out_dir={model}", "--context", "hi", "--html="], "--html is empty: give the page's file name"),
+    ("senses.py", ["--out_dir={model}", "--context", "hi", "--html", "{afile}"], "exists and is no page of senses.py"),
+    ("senses.py", ["--out_dir={model}", "--context", "hi", "--html", "{model}/ckpt.pt"], "is no page of senses.py"),
+    ("senses.py", ["--out_dir={model}", "--context", "hi", "--html", "{tmp}/"], "names a folder: give a file name"),
+    ("senses.py", ["--out_dir={model}", "--context", "hi", "--html", "{template}"], "is the page template: write"),
+    ("senses.py", ["--out_dir={model}", "--word", "nurse", "--subword", "1", "--html", "{tmp}/p.html"],
+     "--subword is not a setting of --html: the page shows every subword"),
+    ("senses.py", ["--out_dir={model}", "--context", "hi", "--target", " x", "--html", "{tmp}/p.html"],
+     "--target is not a setting of --html"),
+    ("senses.py", ["--out_dir={model}", "--context", "the " * 40, "--html", "{page}"], "the text is 41 tokens"),
+    ("senses.py", ["--out_dir={model}", "--context=\udcff\udcfeab"], "--context is not UTF-8 text"),
+    ("senses.py", ["--out_dir={model}", "--health", "--data={data}/padids/val.bin"], "holds token id 50260, a padding"),
+    ("senses.py", ["--out_dir={model}", "--health", "--data={data}/odd/val.bin"], "is not a file of uint16 token ids"),
+    ("senses.py", ["--out_dir={model}", "--health", "--data="], "--data is empty"),
+    ("sample.py", ["--out_dir={model}", "--start=FILE:"], "--start=FILE: needs a file name"),
+    ("evaluate.py", ["--models", "{model}", "--data_dir={data}", "--dataset=padids"], "holds token id 50260"),
+    ("evaluate.py", ["--models", "{model}", "--data_dir={data}", "--dataset=odd"], "its size, 1,001 bytes, is odd"),
+    ("evaluate.py", ["--curves", "{badrun}", "--svg={tmp}/c.svg"], "line 2: \"iter\" is '20', not a step number"),
+    ("evaluate.py", ["--curves", "{latinrun}"], "latinrun/metrics.jsonl is not UTF-8 text"),
+    ("evaluate.py", ["--models", "{model}", "--task=lambada", "--lambada={lambada_array}"], "line 1: expected a JSON"),
     ("bench.py", ["--device=cpu", "--batch_size=0"], "--batch_size must be in [1, inf), got 0"),
     ("bench.py", ["--device=cpu", "--steps=0"], "--steps must be in [1, inf), got 0"),
     ("bench.py", ["--device=cpu", "--gen_tokens=0"], "--gen_tokens must be in [1, inf), got 0"),
@@ -381,3 +412,7 @@ def test_ctrl_c_says_where_the_last_checkpoint_is(files, tmp_path):
     assert proc.returncode != 0 and "Traceback" not in stderr, stderr
     assert stderr.startswith(f"train.py: interrupted; the last checkpoint is {tmp_path}/ckpt.pt, from step ")
     assert stderr.count("\n") == 1 and stderr.endswith("--init_from=resume continues from it\n")
+
+
+def test_a_failed_page_keeps_the_old_page(files, results):
+    assert open(files["page"]).read().endswith("OLD PAGE\n")  # the case above failed after reading the model

@@ -56,7 +56,7 @@ def test_contributions_sum_to_the_logit():
         assert contrib[l, j].item() == pytest.approx(by_hand.item(), rel=1e-5, abs=1e-8)
     with pytest.raises(ValueError, match="position 12 is outside"):
         senses.contributions(model, idx, 7, 12)
-    with pytest.raises(ValueError, match="target -1 is no token"):  # it would read a padding row
+    with pytest.raises(ValueError, match="target -1 is no word"):  # it would read a padding row
         senses.contributions(model, idx, -1)
 
 
