@@ -416,3 +416,83 @@ def test_ctrl_c_says_where_the_last_checkpoint_is(files, tmp_path):
 
 def test_a_failed_page_keeps_the_old_page(files, results):
     assert open(files["page"]).read().endswith("OLD PAGE\n")  # the case above failed after reading the model
+
+
+# -- the Python API, misused: a clear exception that says what is wrong, not one from deep inside torch ------------
+# (CUDA tensors cannot be made on a CPU build of torch at all: torch refuses them before our code sees them.)
+@pytest.fixture(scope="module")
+def api():
+    import finetune_senses
+    import senses
+    from tokenizer import get_tokenizer
+    torch.manual_seed(0)
+    model = Backpack(BackpackConfig(block_size=16, n_layer=1, n_head=2, n_embd=16, num_senses=4)).eval()
+    gpt = Backpack(BackpackConfig(block_size=16, n_layer=1, n_head=2, n_embd=16, num_senses=0)).eval()
+    return SimpleNamespace(model=model, gpt=gpt, enc=get_tokenizer(), senses=senses, ft=finetune_senses,
+                           idx=torch.tensor([[464, 15849, 531, 326]]))
+
+
+API_CASES = [  # (what, a call of api, the exception, a fragment of its message)
+    ("a 1-D prompt", lambda a: a.model.generate(a.idx[0], 3), ValueError, "must have shape (batch, time)"),
+    ("an empty prompt", lambda a: a.model.generate(a.idx[:, :0], 3), ValueError, "must have shape (batch, time)"),
+    ("an id past the vocabulary", lambda a: a.model(a.idx + 50264), ValueError, "token ids must be in [0, 50264)"),
+    ("a negative id", lambda a: a.model(a.idx - 1000), ValueError, "token ids must be in [0, 50264), got [-674, 14849]"),
+    ("a prompt past block_size", lambda a: a.model(a.idx.repeat(1, 5)), ValueError, "1 <= time <= block_size=16"),
+    ("top_p 0", lambda a: a.model.generate(a.idx, 2, top_p=0), ValueError, "top_p in (0, 1]"),
+    ("top_p True", lambda a: a.model.generate(a.idx, 2, top_p=True), ValueError, "top_p in (0, 1]"),
+    ("top_p nan", lambda a: a.model.generate(a.idx, 2, top_p=float("nan")), ValueError, "top_p in (0, 1]"),
+    ("a negative temperature", lambda a: a.model.generate(a.idx, 2, temperature=-1), ValueError, "must be >= 0"),
+    ("temperature nan", lambda a: a.model.generate(a.idx, 2, temperature=float("nan")), ValueError, "must be >= 0"),
+    ("a negative top_k", lambda a: a.model.generate(a.idx, 2, top_k=-1), ValueError, "must be >= 0"),
+    ("senses of a Transformer", lambda a: a.gpt.senses(a.idx), AssertionError, "this model has no senses"),
+    ("an edit of the wrong shape", lambda a: a.model.edit_senses(5, lambda s: s[0]), ValueError,
+     "the edit must return a (4, 16) tensor"),
+    ("an edit of a float id", lambda a: a.model.edit_senses(5.5, lambda s: s), TypeError, "'float' object"),
+    ("a config of a float width", lambda a: BackpackConfig(n_embd=64.0), ValueError, "want int sizes"),
+    ("a config whose width k does not divide", lambda a: BackpackConfig(n_embd=30, n_head=2, num_senses=4),
+     ValueError, "must be divisible by n_head=2 and by num_senses=4"),
+    ("contributions of a batch", lambda a: a.senses.contributions(a.model, a.idx.repeat(2, 1), 5), ValueError,
+     "idx must be one text, of shape (1, T), not (2, 4)"),
+    ("contributions of a padding row", lambda a: a.senses.contributions(a.model, a.idx, 50260), ValueError,
+     "target 50260 is no word: the vocabulary's words are 0..50256"),
+    ("contributions of a float target", lambda a: a.senses.contributions(a.model, a.idx, 1.5), TypeError, "float"),
+    ("contributions of a str target", lambda a: a.senses.contributions(a.model, a.idx, " she"), TypeError, "str"),
+    ("contributions past the context", lambda a: a.senses.contributions(a.model, a.idx, 5, 4), ValueError,
+     "position 4 is outside the context's 4 tokens"),
+    ("a sense table of a padding row", lambda a: a.senses.sense_table(a.model, a.enc, 50263), ValueError,
+     "token id 50263 is no word"),
+    ("a sense table of a word as a str", lambda a: a.senses.sense_table(a.model, a.enc, "nurse"), TypeError, "str"),
+    ("scale a sense by nan", lambda a: a.senses.scale_sense(a.model, 5, {0: float("nan")}), ValueError,
+     "a factor must be a finite number, not nan"),
+    ("scale a sense named by a str", lambda a: a.senses.scale_sense(a.model, 5, {"0": 0.0}), ValueError,
+     "sense '0' is out of range"),
+    ("scale senses given as a list", lambda a: a.senses.scale_sense(a.model, 5, [0.0]), TypeError,
+     "factors must be a dict {sense: factor}"),
+    ("scale a sense of a Transformer", lambda a: a.senses.scale_sense(a.gpt, 5, {0: 0.0}), ValueError,
+     "this model has no senses"),
+    ("topic control of a Transformer", lambda a: a.senses.topic_control(a.gpt, a.enc, "food"), ValueError,
+     "this model has no senses"),
+    ("an empty topic", lambda a: a.senses.topic_control(a.model, a.enc, []), ValueError, "bag of words is empty"),
+    ("gender bias with no prompts", lambda a: a.senses.gender_bias(a.model, a.enc, templates=[]), ValueError,
+     "no prompts"),
+    ("sense health of a short text", lambda a: a.senses.sense_health(a.model, [1, 2, 3]), ValueError,
+     "the text is 3 tokens, less than a window of block_size=16"),
+    ("a page of nothing", lambda a: a.senses.page_data(a.model, a.enc, "", "x"), ValueError, "the text is 0 tokens"),
+    ("a page with no candidates", lambda a: a.senses.page_data(a.model, a.enc, "hi", "x", top=0), ValueError,
+     "top must be at least 1"),
+    ("a knowledge edit to a padding row", lambda a: a.senses.edit_knowledge(a.model, 5, 7, -1), ValueError,
+     "token ids must be in [0, 50264)"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(API_CASES)), ids=[c[0] for c in API_CASES])
+def test_the_python_api_misused_says_what_is_wrong(api, case):
+    what, call, kind, fragment = API_CASES[case]
+    with pytest.raises(kind) as raised:
+        call(api)
+    assert fragment in str(raised.value), str(raised.value)
+
+
+def test_gender_bias_takes_one_profession_as_a_word_not_its_letters(api):
+    _, _, used, _ = api.senses.gender_bias(api.model, api.enc, sense=1, professions="nurse")
+    assert used == ["nurse"]
