@@ -227,9 +227,14 @@ def atomic_write(*paths):
     full disk or Ctrl-C too, the temp files are removed."""
     paths = [os.fspath(p) for p in paths]
     tmps, files = [p + ".tmp" for p in paths], []
+    if folder := next((p for p in paths if os.path.isdir(p)), None):  # found before any file is replaced
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", folder)
     try:
         for tmp in tmps:
-            os.makedirs(os.path.dirname(os.path.abspath(tmp)), exist_ok=True)
+            folder = os.path.dirname(os.path.abspath(tmp))
+            if os.path.exists(folder) and not os.path.isdir(folder):
+                raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", folder)
+            os.makedirs(folder, exist_ok=True)
             files.append(open(tmp, "wb"))
         yield files if len(files) > 1 else files[0]
         for f in files:

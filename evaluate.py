@@ -123,7 +123,12 @@ def lambada(model, enc, passages, autocast=None, name=""):
         hits += bool((logits.argmax(-1) == y).all())
         nats.append(F.cross_entropy(logits, y, reduction="sum").item())
         progress(name, n, len(passages), "passages", t0)
-    return hits / len(passages), math.exp(sum(nats) / len(nats)), len(passages)
+    return hits / len(passages), perplexity(sum(nats) / len(nats)), len(passages)
+
+
+def perplexity(loss):
+    """exp(loss), or inf for a loss beyond a float's range (an untrained or broken model): not an OverflowError."""
+    return math.exp(loss) if loss < 709 else math.inf
 
 
 def progress(name, done, total, unit, t0):
@@ -281,7 +286,7 @@ def main(argv):
             total, count, _ = sliding_loss(model, tokens, s["stride"], s["batch_size"], autocast, source)
             rows.append((count, total / count, total / math.log(2) / scored_bytes))
         table = [("tokens scored", [f"{c:,}" for c, *_ in rows]), ("loss (nats)", [f"{l:.4f}" for _, l, _ in rows]),
-                 ("perplexity", [f"{math.exp(l):.2f}" for _, l, _ in rows]),
+                 ("perplexity", [f"{perplexity(l):.2f}" for _, l, _ in rows]),
                  ("bits per byte", [f"{b:.4f}" for *_, b in rows])]
     width = max(14, *map(len, sources))
     print(f"{what}:")

@@ -306,6 +306,12 @@ def check_out_dir(out_dir, source):
     if os.path.exists(source) and os.path.isdir(out_dir) and os.path.samefile(folder, out_dir):
         raise ValueError(f"--out_dir={out_dir} is the folder of --init_from: the edit would replace the model "
                          "it edits; choose another --out_dir")
+    os.makedirs(out_dir, exist_ok=True)  # and writable: found now, not after the training
+    try:
+        open(os.path.join(out_dir, "ckpt.pt.tmp"), "wb").close()
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, out_dir) from None
+    os.remove(os.path.join(out_dir, "ckpt.pt.tmp"))
     path = os.path.join(out_dir, "ckpt.pt")
     if os.path.exists(path):
         try:

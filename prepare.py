@@ -78,24 +78,30 @@ def prepare_brown(data_dir="data", val_fraction=0.05):
 # -- your own text files ----------------------------------------------------------------------------------------
 def find_input_files(patterns):
     """Files, folders (searched recursively for .txt and .txt.gz) and globs -> sorted unique file paths."""
-    found = set()
+    found = {}  # real path -> the path as given: a file reached twice (in/a.txt, ./in/a.txt) is one document
     for pattern in patterns:
         matches = [pattern] if os.path.exists(pattern) else glob.glob(pattern, recursive=True)
         if not matches:
             raise FileNotFoundError(f"{pattern}: no such file or folder, and no file matches it as a glob")
         for path in matches:
             if os.path.isdir(path):
-                for root, _, names in os.walk(path):
-                    found.update(os.path.join(root, n) for n in names if n.endswith((".txt", ".txt.gz")))
+                for root, _, names in os.walk(path):  # regular files only: a pipe named x.txt would never end
+                    found.update((os.path.realpath(p), p) for p in (os.path.join(root, n) for n in names)
+                                 if p.endswith((".txt", ".txt.gz")) and os.path.isfile(p))
+            elif path == pattern and not os.path.isfile(path):
+                raise ValueError(f"{path} is not a regular file (a pipe, a device?): give text files or folders")
             elif os.path.isfile(path) and (path == pattern or path.endswith((".txt", ".txt.gz"))):
-                found.add(path)  # a file named outright is read as text, whatever its extension
+                found[os.path.realpath(path)] = path  # a file named outright is read as text, whatever its extension
     if not found:
         raise FileNotFoundError(f"no .txt or .txt.gz files matched {' '.join(patterns)}")
-    return sorted(found)
+    return sorted(found.values())
 
 
 def tokenize_file(path):
-    return with_eot(get_tokenizer().encode_ordinary(read_text(path)))  # a worker's error is raised here too
+    text = read_text(path)  # a worker's error is raised in the main process too
+    if not text.strip():  # a document of nothing but <|endoftext|>
+        raise ValueError(f"{path} holds no text: remove it from --files")
+    return with_eot(get_tokenizer().encode_ordinary(text))
 
 
 def prepare_input(patterns, name, data_dir="data", val_fraction=0.05, num_proc=None):

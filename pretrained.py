@@ -8,7 +8,9 @@ save_pretrained, and one-line errors that name the file. Nothing in a file is ru
     model = load("stanfordnlp/backpack-gpt2")   # or "backpack-micro", "out" (a train.py run), a folder or file
 """
 
+import errno
 import json
+import math
 import os
 import pickle
 import re
@@ -24,43 +26,106 @@ LIGHTNING_NAME = re.compile(r"((backpack|gpt2)-(micro|mini|small))(-flash-fp16\.
 
 
 def load(source):
-    """A trained model, in eval mode, float32, on CPU, from: a train.py run folder or its ckpt.pt; a folder of
-    the released layout (config.json with pytorch_model.bin or model.safetensors); a Lightning .ckpt; or a
-    published name: stanfordnlp/backpack-gpt2, backpack-{micro,mini,small}, gpt2-{micro,mini,small}."""
+    """A trained model, in eval mode, float32, on CPU, from: a train.py run folder or its ckpt.pt (finetune_senses.py's
+    too, with its sense_edits); a folder of the released layout (config.json with pytorch_model.bin or
+    model.safetensors); a Lightning .ckpt; or a published name: stanfordnlp/backpack-gpt2, backpack-{micro,mini,small},
+    gpt2-{micro,mini,small}. Every file is checked before a model is built: a mistake is a ValueError that names it."""
     path = str(source)
     if not os.path.exists(path):
         path = fetch(path)
     if os.path.isdir(path):
-        found = [f for f in ("ckpt.pt", "model.safetensors", "pytorch_model.bin") if os.path.isfile(os.path.join(path, f))]
-        if not found:
-            raise FileNotFoundError(f"{path}/ has no ckpt.pt, pytorch_model.bin or model.safetensors; train a model "
-                                    f"with `python train.py`, or use {HUB_NAME}")
-        if "ckpt.pt" in found and len(found) > 1:  # two models, perhaps different ones: which is meant?
-            raise ValueError(f"{path}/ holds both train.py's ckpt.pt and the released layout's {found[1]}: give the "
-                             "path of the file you mean")
-        path = os.path.join(path, found[0])
+        path = model_file(path)
     try:
-        if path.endswith(".ckpt"):
-            return Backpack.from_tensors(*read_lightning(path))
-        if path.endswith(".safetensors"):
-            with open(os.path.join(os.path.dirname(path), "config.json")) as f:
-                return Backpack.from_tensors(*released_to_ours(read_safetensors(path), json.load(f)))
-        model = Backpack.from_pretrained(path)
-        shape = (model.config.num_senses, model.config.n_embd)  # finetune_senses.py's edits, checked as weights are
-        if any(type(t) is not int or not 0 <= t < model.config.vocab_size or getattr(s, "shape", None) != shape
-               for t, s in model.sense_edits.items()):
-            raise ValueError(f"its sense_edits are not {{token id: a {shape} tensor}}")
-        return model
+        config, tensors, edits = read_model(path)
+        check_tensors(config, tensors, edits)  # before a model of the config's size is built
+        model = Backpack.from_tensors(config, tensors)
+    except PermissionError:
+        raise
     except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, OSError, AttributeError,
             IndexError, OverflowError, MemoryError) as e:  # a file that is not what it should be, whichever way
         raise ValueError(f"cannot read {path}: {what_went_wrong(path, e)}") from None
+    model.sense_edits.update(edits)
+    return model
+
+
+def model_file(folder):
+    """The one model file in a folder: train.py's ckpt.pt, or the released layout's weights."""
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "Permission denied", folder)
+    found = [f for f in ("ckpt.pt", "model.safetensors", "pytorch_model.bin")
+             if os.path.lexists(os.path.join(folder, f))]  # lexists: a dangling link is said to be one
+    if not found:
+        raise FileNotFoundError(f"{folder}/ has no ckpt.pt, pytorch_model.bin or model.safetensors; train a model "
+                                f"with `python train.py`, or use {HUB_NAME}")
+    if len(found) > 1:  # two models, perhaps different ones: which is meant?
+        raise ValueError(f"{folder}/ holds both {found[0]} and {found[1]}: give the path of the file you mean")
+    path = os.path.join(folder, found[0])
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} is " + ("a link to nothing" if os.path.islink(path) and not os.path.exists(path)
+                                          else "not a file") + ": give the model's folder or file")
+    return path
+
+
+CONFIG_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "num_senses", "sense_intermediate_scale")
+
+
+def read_model(path):
+    """(BackpackConfig, {our name: tensor}, sense_edits) from a model file of any kind that load() takes."""
+    if path.endswith(".ckpt"):
+        return *read_lightning(path), {}
+    if path.endswith(".safetensors"):
+        return *released_to_ours(read_safetensors(path), read_config_json(path)), {}
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"it holds a {type(state).__name__}, not a checkpoint's dict of tensors")
+    if "model_args" not in state:
+        return *released_to_ours(state, read_config_json(path)), {}
+    args = state["model_args"]  # train.py's checkpoint (or finetune_senses.py's); a default would be a silent guess
+    if not isinstance(args, dict) or (missing := [k for k in CONFIG_FIELDS if k not in args]):
+        raise ValueError(f"its model_args lack {missing[0] if isinstance(args, dict) else 'everything'}")
+    tensors = {k.removeprefix("_orig_mod."): t for k, t in state["model"].items()}  # a compiled model's names
+    return BackpackConfig(**args), tensors, state.get("sense_edits", {})
+
+
+def read_config_json(path):
+    """The config.json beside a weights file, as a dict, or an error that names config.json."""
+    name = os.path.join(os.path.dirname(path), "config.json")
+    with open(name, "rb") as f:  # missing: what_went_wrong says neither layout
+        try:
+            config = json.loads(f.read().decode("utf-8-sig"))
+        except ValueError as e:
+            raise ValueError(f"{name} is not JSON ({e}): restore it") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{name} holds a JSON {type(config).__name__}, not an object: restore it")
+    return config
+
+
+def check_tensors(config, tensors, edits):
+    """A file's tensors against its config before a model is built: no more layers than the file holds (a config
+    of 10**30 layers would be built forever), floating-point and finite values, and finetune_senses.py's edits.
+    load_state_dict names a missing, unexpected or misshapen tensor afterwards."""
+    layers = 1 + max((int(m[1]) for k in tensors if (m := re.match(r"h\.(\d+)\.", k))), default=-1)
+    if config.n_layer > layers:
+        raise ValueError(f"its config says n_layer={config.n_layer}, but the file holds {layers} layers")
+    for name, t in tensors.items():
+        if not t.is_floating_point():  # int or bool weights would be cast to float without a word
+            raise ValueError(f"its tensor {name} is {str(t.dtype).removeprefix('torch.')}, not floating point")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"its tensor {name} holds nan or inf (a diverged run?)")
+    shape = (config.num_senses, config.n_embd)  # finetune_senses.py's edits, checked as weights are
+    if not isinstance(edits, dict) or any(type(t) is not int or not 0 <= t < config.vocab_size or
+                                          getattr(s, "shape", None) != shape for t, s in edits.items()):
+        raise ValueError(f"its sense_edits are not {{token id: a {shape} tensor}}")
 
 
 def what_went_wrong(path, e):
     """The one-line reason a checkpoint file could not be read, with what to do about it."""
-    with open(path, "rb") as f:
-        if f.read(24) == b"version https://git-lfs.":
-            return "it is a Git LFS pointer, not the weights: run `git lfs pull` in its repository"
+    try:
+        with open(path, "rb") as f:
+            if f.read(24) == b"version https://git-lfs.":
+                return "it is a Git LFS pointer, not the weights: run `git lfs pull` in its repository"
+    except OSError:  # a folder or an unreadable file: the error says which
+        pass
     if isinstance(e, KeyError):
         return f"{e} is missing from its config.json or checkpoint"
     if isinstance(e, (TypeError, AttributeError, IndexError, OverflowError, MemoryError)):
@@ -81,9 +146,9 @@ def fetch(name):
         url = f"{os.environ.get('HF_ENDPOINT', 'https://huggingface.co').rstrip('/')}/{name}/resolve/main/"
         folder = cache_path(name)
         download(url + "config.json", os.path.join(folder, "config.json"))
-        if not os.path.isfile(os.path.join(folder, "model.safetensors")):  # one a user put there is used
-            download(url + "pytorch_model.bin", os.path.join(folder, "pytorch_model.bin"))
-        return folder
+        if os.path.isfile(os.path.join(folder, "model.safetensors")):  # one a user put there is used
+            return os.path.join(folder, "model.safetensors")
+        return download(url + "pytorch_model.bin", os.path.join(folder, "pytorch_model.bin"))
     if m := LIGHTNING_NAME.fullmatch(name):
         url = (os.environ.get("BACKPACK_STANFORD_URL") or STANFORD_URL).rstrip("/")
         return download(f"{url}/{m[1]}-flash-fp16.ckpt", cache_path(f"{m[1]}-flash-fp16.ckpt"))
@@ -97,6 +162,8 @@ def save_pretrained(model, path):
     code (config.json's auto_map names its two .py files, to copy beside it). Edits of senses are not saved (the
     layout has no place for them), and dropout is written for the released code but not read back."""
     c = model.config
+    if not str(path):  # config.json and the weights would land in the working folder
+        raise ValueError("save_pretrained: the path is empty: give the folder to write")
     if not c.num_senses or not c.bias:
         raise ValueError("save_pretrained: the released layout needs senses and biases; save this model as train.py "
                          "does, torch.save({'model_args': asdict(model.config), 'model': model.state_dict()}, path)")
@@ -196,14 +263,32 @@ class Inert:
 
 def read_safetensors(path):
     """The tensors of a .safetensors file, without the safetensors package: an 8-byte little-endian header size,
-    a JSON header {name: {dtype, shape, data_offsets}}, then the raw little-endian data."""
+    a JSON header {name: {dtype, shape, data_offsets}}, then the raw little-endian data, each tensor's bytes exactly
+    where its offsets say, one after another (as the safetensors package requires)."""
     dtypes = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
               "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8, "BOOL": torch.bool}
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
-        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        header_size = int.from_bytes(f.read(8), "little")
+        if not 2 <= header_size <= size - 8:
+            raise ValueError(f"its header size ({header_size:,} bytes) does not fit in the file ({size:,} bytes): not a "
+                             ".safetensors file, or truncated (fetch it again)")
+        try:
+            header = json.loads(f.read(header_size).decode("utf-8"))
+        except ValueError:  # not UTF-8, not JSON
+            raise ValueError("its header is not JSON: not a .safetensors file, or truncated (fetch it again)") from None
         data = torch.frombuffer(bytearray(f.read()) or bytearray(1), dtype=torch.uint8)
     header.pop("__metadata__", None)
-    if any(info["data_offsets"][1] > len(data) for info in header.values()):
-        raise ValueError("the file ends before its last tensor (truncated? delete it and fetch it again)")
-    return {name: data[info["data_offsets"][0]:info["data_offsets"][1]].clone().view(dtypes[info["dtype"]])
-            .reshape(info["shape"]) for name, info in header.items()}
+    tensors, end = {}, 0
+    for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"]):
+        start, stop = info["data_offsets"]
+        if info["dtype"] not in dtypes:
+            raise ValueError(f"its tensor {name} has dtype {info['dtype']}, which this code does not read")
+        if start != end or stop - start != math.prod(info["shape"]) * dtypes[info["dtype"]].itemsize:
+            raise ValueError(f"its tensor {name}'s data_offsets [{start}, {stop}] do not follow the tensor before it "
+                             "or do not fit its shape and dtype: the file is corrupt (fetch it again)")
+        end = stop
+        if stop > size - 8 - header_size:
+            raise ValueError("the file ends before its last tensor (truncated? delete it and fetch it again)")
+        tensors[name] = data[start:stop].clone().view(dtypes[info["dtype"]]).reshape(info["shape"])
+    return tensors

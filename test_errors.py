@@ -139,9 +139,34 @@ def files(tmp_path_factory):
                        ("ft_pair", '{"prefix": "My nurse said that", "suffix1": " he", "suffix2": " she"}\n'),
                        ("ft_single", '{"prefix": "The capital of France is", "suffix": " Paris"}\n')):
         (root / f"{name}.jsonl").write_text(text)
+    from pretrained import save_pretrained
+    for name, change in (("hugecfg", {"n_layer": 10 ** 30}), ("cfgnotjson", None), ("bothlayouts", None),
+                         ("sthuge", None)):  # the released layout, then spoiled
+        save_pretrained(model, root / name)
+        if change:
+            config = json.loads((root / name / "config.json").read_text())
+            (root / name / "config.json").write_text(json.dumps({**config, **change}))
+    (root / "cfgnotjson" / "config.json").write_text("{not json")
+    (root / "bothlayouts" / "model.safetensors").write_bytes(b"")
+    os.remove(root / "sthuge" / "pytorch_model.bin")
+    (root / "sthuge" / "model.safetensors").write_bytes((2 ** 40).to_bytes(8, "little") + b"{}")
+    for name, content in (("intweights", {**ckpt, "model": {k: v.long() for k, v in model.state_dict().items()}}),
+                          ("nanweights", {**ckpt, "model": {k: v * float("nan") for k, v in model.state_dict().items()}}),
+                          ("noheads", {**ckpt, "model_args": {k: v for k, v in ckpt["model_args"].items() if k != "n_head"}}),
+                          ("tensorckpt", torch.ones(3))):
+        os.makedirs(root / name)
+        torch.save(content, root / name / "ckpt.pt")
+    os.makedirs(root / "binfolder" / "pytorch_model.bin")
+    os.makedirs(root / "dangling")
+    os.symlink(root / "nowhere", root / "dangling" / "ckpt.pt")
+    (root / "empty.txt").write_text("  \n")
+    os.mkfifo(root / "pipe.txt")
     os.makedirs(root / "badrun")
     torch.save({"config": {"tokens_per_step": 128}}, root / "badrun" / "ckpt.pt")
     (root / "badrun" / "metrics.jsonl").write_text('{"iter": 10, "loss": 9.0}\n{"iter": "20", "loss": 8.0}\n')
+    os.makedirs(root / "goodrun")
+    torch.save({"config": {"tokens_per_step": 128}}, root / "goodrun" / "ckpt.pt")
+    (root / "goodrun" / "metrics.jsonl").write_text('{"iter": 10, "loss": 9.0}\n{"iter": 20, "loss": 8.0}\n')
     os.makedirs(root / "latinrun")
     torch.save({"config": {"tokens_per_step": 128}}, root / "latinrun" / "ckpt.pt")
     (root / "latinrun" / "metrics.jsonl").write_bytes(b'{"iter": 10, "loss": 9.0, "note": "caf\xe9"}\n')
@@ -150,7 +175,9 @@ def files(tmp_path_factory):
     names = ("data", "latin1.txt", "afile", "lambada.jsonl", "bad_config.py", "typo_config.py", "model", "notckpt", "renamed", "garbage",
              "nobest", "twomodels", "dirckpt", "systemexit.py", "none_config.py", "transformer", "ft_empty.jsonl",
              "ft_malformed.jsonl", "ft_nokey.jsonl", "ft_emptysuffix.jsonl", "ft_long.jsonl", "ft_mixed.jsonl",
-             "ft_pair.jsonl", "ft_single.jsonl", "badrun", "latinrun", "lambada_array.jsonl", "page.html")
+             "ft_pair.jsonl", "ft_single.jsonl", "badrun", "latinrun", "lambada_array.jsonl", "page.html", "hugecfg",
+             "cfgnotjson", "bothlayouts", "sthuge", "intweights", "nanweights", "noheads", "tensorckpt", "binfolder",
+             "dangling", "empty.txt", "pipe.txt", "goodrun")
     return {name.split(".")[0]: str(root / name) for name in names} | {"tmp": str(root), "template": PAGE_TEMPLATE}
 
 
@@ -218,7 +245,7 @@ CASES = [  # (script, arguments ({name} from the files fixture), a fragment of t
     ("sample.py", ["--out_dir={tmp}"], "{tmp}/ has no ckpt.pt, pytorch_model.bin or model.safetensors; train a model "
                                       "with `python train.py`"),
     ("sample.py", ["--init_from={garbage}/ckpt.pt"], "cannot read {garbage}/ckpt.pt"),
-    ("sample.py", ["--out_dir={twomodels}"], "holds both train.py's ckpt.pt and"),
+    ("sample.py", ["--out_dir={twomodels}"], "holds both ckpt.pt and pytorch_model.bin: give the path"),
     ("sample.py", ["--EOT=0"], "unknown config key --EOT"),
     ("senses.py", ["--out_dir={model}"], "give one of --word WORD, --context TEXT, --similarity FILE, --bias or"),
     ("senses.py", ["--out_dir={model}", "--health", "--data={tmp}/none.bin"], "none.bin not found: --health measures"),
@@ -310,6 +337,21 @@ CASES = [  # (script, arguments ({name} from the files fixture), a fragment of t
     ("evaluate.py", ["--curves", "{badrun}", "--svg={tmp}/c.svg"], "line 2: \"iter\" is '20', not a step number"),
     ("evaluate.py", ["--curves", "{latinrun}"], "latinrun/metrics.jsonl is not UTF-8 text"),
     ("evaluate.py", ["--models", "{model}", "--task=lambada", "--lambada={lambada_array}"], "line 1: expected a JSON"),
+    ("sample.py", ["--init_from={hugecfg}"], "its config says n_layer=1000000000000000000000000000000, but the file holds"),
+    ("sample.py", ["--init_from={cfgnotjson}"], "cfgnotjson/config.json is not JSON"),
+    ("sample.py", ["--init_from={bothlayouts}"], "holds both model.safetensors and pytorch_model.bin: give the path"),
+    ("sample.py", ["--init_from={sthuge}"], "its header size (1,099,511,627,776 bytes) does not fit in the file"),
+    ("sample.py", ["--init_from={intweights}"], "its tensor wte.weight is int64, not floating point"),
+    ("sample.py", ["--init_from={nanweights}"], "holds nan or inf (a diverged run?)"),
+    ("sample.py", ["--init_from={noheads}"], "its model_args lack n_head"),
+    ("sample.py", ["--init_from={tensorckpt}"], "it holds a Tensor, not a checkpoint's dict of tensors"),
+    ("sample.py", ["--init_from={binfolder}"], "binfolder/pytorch_model.bin is not a file"),
+    ("sample.py", ["--init_from={dangling}"], "dangling/ckpt.pt is a link to nothing"),
+    ("evaluate.py", ["--models", "{nanweights}"], "holds nan or inf"),
+    ("evaluate.py", ["--curves", "{goodrun}", "--svg={tmp}"], "is a folder, not a file"),
+    ("prepare.py", ["--files={empty},{afile}", "--dataset=spaces"], "empty.txt holds no text: remove it from --files"),
+    ("prepare.py", ["--files={pipe},{afile}", "--dataset=piped"], "pipe.txt is not a regular file (a pipe, a device?)"),
+    ("train.py", [*FAKE, "--out_dir={afile}"], "--out_dir={afile} is a file, not a folder"),
     ("bench.py", ["--device=cpu", "--batch_size=0"], "--batch_size must be in [1, inf), got 0"),
     ("bench.py", ["--device=cpu", "--steps=0"], "--steps must be in [1, inf), got 0"),
     ("bench.py", ["--device=cpu", "--gen_tokens=0"], "--gen_tokens must be in [1, inf), got 0"),
@@ -480,6 +522,8 @@ API_CASES = [  # (what, a call of api, the exception, a fragment of its message)
     ("a page of nothing", lambda a: a.senses.page_data(a.model, a.enc, "", "x"), ValueError, "the text is 0 tokens"),
     ("a page with no candidates", lambda a: a.senses.page_data(a.model, a.enc, "hi", "x", top=0), ValueError,
      "top must be at least 1"),
+    ("save_pretrained to ''", lambda a: __import__("pretrained").save_pretrained(a.model, ""), ValueError,
+     "the path is empty"),
     ("a knowledge edit to a padding row", lambda a: a.senses.edit_knowledge(a.model, 5, 7, -1), ValueError,
      "token ids must be in [0, 50264)"),
 ]
@@ -496,3 +540,29 @@ def test_the_python_api_misused_says_what_is_wrong(api, case):
 def test_gender_bias_takes_one_profession_as_a_word_not_its_letters(api):
     _, _, used, _ = api.senses.gender_bias(api.model, api.enc, sense=1, professions="nurse")
     assert used == ["nurse"]
+
+
+def test_a_failed_svg_keeps_the_old_svg(files, tmp_path):
+    (tmp_path / "c.svg").write_text("OLD")
+    p = CaseRunner()
+    try:
+        failed = p.run("evaluate.py", "--curves", files["badrun"], f"--svg={tmp_path}/c.svg")
+    finally:
+        p.close()
+    assert failed.returncode != 0 and (tmp_path / "c.svg").read_text() == "OLD"
+
+
+def test_prepare_killed_mid_way_leaves_no_dataset_and_runs_again(tmp_path):
+    for n in range(12):  # a few MB of text in several documents, so that the kill lands mid-way
+        (tmp_path / f"doc{n:02d}.txt").write_text(" ".join(f"word{i % 997} and more" for i in range(60_000)))
+    args = [sys.executable, os.path.join(REPO, "prepare.py"), f"--files={tmp_path}", "--dataset=k",
+            f"--data_dir={tmp_path}/data", "--num_proc=1"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None and not os.path.exists(tmp_path / "data" / "k" / "train.bin.tmp"):
+        pass
+    proc.kill()  # kill -9: no chance to clean up
+    proc.wait()
+    assert not os.path.exists(tmp_path / "data" / "k" / "train.bin")  # nothing a later run would take as done
+    p = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert os.path.getsize(tmp_path / "data" / "k" / "train.bin") > 1_000_000

@@ -171,3 +171,7 @@ def test_lambada_lines_are_json_objects_or_plain_text(tmp_path, enc):
     model = tiny(block_size=64)  # the last word follows any whitespace: a tab too
     assert evaluate.lambada(model, enc, ["the cat sat on the\tmat"]) == evaluate.lambada(model, enc,
                                                                                        ["the cat sat on the mat"])
+
+
+def test_the_perplexity_of_a_huge_loss_is_inf_not_an_error():
+    assert evaluate.perplexity(2.0) == pytest.approx(math.exp(2.0)) and evaluate.perplexity(1000.0) == math.inf

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 import common
 from backpack import Backpack, BackpackConfig
-from pretrained import load, save_pretrained
+from pretrained import load, read_safetensors, save_pretrained
 
 
 def tiny(seed=0, **kw):
@@ -656,3 +656,15 @@ def test_offline_hub_download_is_one_plain_line_and_leaves_no_folder(tmp_path, s
         load("stanfordnlp/backpack-gpt2")
     one_line_error(e, "cannot reach 127.0.0.1", "no network connection", str(tmp_path / "cache"), "run again later")
     assert len(str(e.value)) < 250 and not (tmp_path / "cache").exists()
+
+
+def test_a_safetensors_file_whose_tensors_share_bytes_is_refused(tmp_path):
+    import struct
+    header = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                         "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    (tmp_path / "x.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + struct.pack("<2f", 1, 2))
+    with pytest.raises(ValueError, match="its tensor b's data_offsets \\[0, 8\\] do not follow the tensor before it"):
+        read_safetensors(tmp_path / "x.safetensors")
+    header = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    (tmp_path / "y.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + struct.pack("<2f", 1, 2))
+    assert read_safetensors(tmp_path / "y.safetensors")["a"].tolist() == [1.0, 2.0]

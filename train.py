@@ -110,6 +110,8 @@ config = dict(settings)  # saved with every checkpoint
 ARCH_KEYS = ("block_size", "n_layer", "n_head", "n_embd", "num_senses", "sense_intermediate_scale", "bias")
 if decay_lr == "cosine" and min_lr > learning_rate:  # the rate would rise to min_lr
     raise ValueError(f"--min_lr={min_lr} is above --learning_rate={learning_rate}: cosine decay would raise the rate")
+if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise NotADirectoryError(f"--out_dir={out_dir} is a file, not a folder")
 if os.path.isdir(ckpt_path):  # found now, not when the first checkpoint is written
     raise IsADirectoryError(f"{ckpt_path} is a folder: a checkpoint cannot be written there")
 device_type, dtype, autocast = device_and_autocast(device, dtype)
