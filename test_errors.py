@@ -161,6 +161,22 @@ def files(tmp_path_factory):
     os.symlink(root / "nowhere", root / "dangling" / "ckpt.pt")
     (root / "empty.txt").write_text("  \n")
     os.mkfifo(root / "pipe.txt")
+    for name, change in (("cfgnohead", "n_head"), ("cfgstr", {"n_layer": "1"}), ("cfgextra", {"unknown_field": 1})):
+        save_pretrained(model, root / name)
+        config = json.loads((root / name / "config.json").read_text())
+        config = {k: v for k, v in config.items() if k != change} if isinstance(change, str) else {**config, **change}
+        (root / name / "config.json").write_text(json.dumps(config))
+    os.symlink(root / "model", root / "linked")
+    (root / "binary.txt").write_bytes(bytes(range(256)) * 4)
+    (root / "fake.txt.gz").write_bytes(b"not gzip at all")
+    (root / "bigline.txt").write_text("all work and no play makes a long line " * 5_000)  # 200 kB, no newline
+    os.makedirs(root / "data" / "oneid")
+    for split in ("train", "val"):
+        np.full(1000, 464, np.uint16).tofile(root / "data" / "oneid" / f"{split}.bin")
+    os.makedirs(root / "texts" / "sub")
+    (root / "texts" / "one.txt").write_text("The first document, in plain words.\n")
+    (root / "texts" / "sub" / "two.txt").write_text("The second one, one folder down.\n")
+    (root / "texts" / "notes.md").write_text("not a .txt file: left out\n")
     os.makedirs(root / "badrun")
     torch.save({"config": {"tokens_per_step": 128}}, root / "badrun" / "ckpt.pt")
     (root / "badrun" / "metrics.jsonl").write_text('{"iter": 10, "loss": 9.0}\n{"iter": "20", "loss": 8.0}\n')
@@ -177,7 +193,8 @@ def files(tmp_path_factory):
              "ft_malformed.jsonl", "ft_nokey.jsonl", "ft_emptysuffix.jsonl", "ft_long.jsonl", "ft_mixed.jsonl",
              "ft_pair.jsonl", "ft_single.jsonl", "badrun", "latinrun", "lambada_array.jsonl", "page.html", "hugecfg",
              "cfgnotjson", "bothlayouts", "sthuge", "intweights", "nanweights", "noheads", "tensorckpt", "binfolder",
-             "dangling", "empty.txt", "pipe.txt", "goodrun")
+             "dangling", "empty.txt", "pipe.txt", "goodrun",
+             "cfgnohead", "cfgstr", "cfgextra", "linked", "binary.txt", "fake.txt.gz", "bigline.txt", "texts")
     return {name.split(".")[0]: str(root / name) for name in names} | {"tmp": str(root), "template": PAGE_TEMPLATE}
 
 
@@ -352,6 +369,58 @@ CASES = [  # (script, arguments ({name} from the files fixture), a fragment of t
     ("prepare.py", ["--files={empty},{afile}", "--dataset=spaces"], "empty.txt holds no text: remove it from --files"),
     ("prepare.py", ["--files={pipe},{afile}", "--dataset=piped"], "pipe.txt is not a regular file (a pipe, a device?)"),
     ("train.py", [*FAKE, "--out_dir={afile}"], "--out_dir={afile} is a file, not a folder"),
+    ("train.py", ["--warmup_iters=-1"], "--warmup_iters must be in [0, inf), got -1"),
+    ("train.py", ["--tokens_per_step=0"], "--tokens_per_step must be in [1, inf), got 0"),
+    ("train.py", ["--num_senses=-1"], "--num_senses must be in [0, inf), got -1"),
+    ("train.py", ["--n_layer=0"], "--n_layer must be in [1, inf), got 0"),
+    ("train.py", ["--eval_iters=0"], "--eval_iters must be in [1, inf), got 0"),
+    ("train.py", [*FAKE, "--n_embd=32", "--n_head=2", "--num_senses=5"], "must be divisible by n_head=2 and by num_senses=5"),
+    ("sample.py", ["--out_dir={model}", "--top_p=-0.1"], "--top_p must be in (0, 1], got -0.1"),
+    ("sample.py", ["--out_dir={model}", "--top_p=True"], "--top_p expects a float, got True"),
+    ("sample.py", ["--out_dir={model}", "--dtype=float64"], "--dtype must be one of auto, float32, bfloat16, float16"),
+    ("sample.py", ["--out_dir={model}", "--max_new_tokens=-1"], "--max_new_tokens must be in [0, inf), got -1"),
+    ("sample.py", ["--out_dir={model}", "--start=FILE:{binary}"], "binary.txt is not UTF-8 text"),
+    ("sample.py", ["--out_dir={model}", "--start=FILE:{tmp}"], "Is a directory"),
+    ("sample.py", ["--out_dir={model}", "--start=FILE:{fake}"], "cannot read {fake}: Not a gzipped file"),
+    ("sample.py", ["--init_from={transformer}", "--scale=the:1=0"], "--scale, --edit and --topic edit senses: this model"),
+    ("sample.py", ["--init_from={cfgnohead}"], "'n_head' is missing from its config.json or checkpoint"),
+    ("sample.py", ["--init_from={cfgstr}"], "BackpackConfig: want int sizes >= 1"),
+    ("sample.py", ["--init_from="], "--init_from is empty"),
+    ("senses.py", ["--out_dir={model}", "--context", "hi", "--html"], "--html needs a value"),
+    ("senses.py", ["--out_dir={model}", "--bias", "--html", "{tmp}/p.html"], "--html is not a setting of --bias"),
+    ("senses.py", ["--out_dir={model}", "--similarity", "{afile}", "--html", "{tmp}/p.html"],
+     "--html is not a setting of --similarity"),
+    ("senses.py", ["--out_dir={model}", "--health", "--html", "{tmp}/p.html"], "--html is not a setting of --health"),
+    ("senses.py", ["--init_from={transformer}", "--context", "hi", "--html", "{tmp}/p.html"], "has no senses"),
+    ("senses.py", ["--init_from={transformer}", "--health"], "has no senses (num_senses=0: a matched Transformer)"),
+    ("senses.py", ["--out_dir={model}", "--health", "--data={tmp}"], "--health wants a prepared split, a .bin file"),
+    ("senses.py", ["--out_dir={model}", "--health", "--data={data}/bigids/val.bin"], "holds token id 60000"),
+    ("senses.py", ["--out_dir={model}", "--health", "--data={data}/empty/val.bin"], "holds 0 token ids; a window of"),
+    ("senses.py", ["--out_dir={model}", "--context", "the " * 40], "--context is 41 tokens, more than the model's"),
+    ("evaluate.py", ["--curves", "{goodrun}", "--svg="], "--svg is empty"),
+    ("evaluate.py", ["--curves", "{model}/."], "metrics.jsonl: No such file or directory"),
+    ("evaluate.py", ["--models", "{tensorckpt}", "--file={afile}"], "it holds a Tensor, not a checkpoint's dict"),
+    ("evaluate.py", ["--models", "{model}", "--file={binary}"], "binary.txt is not UTF-8 text"),
+    ("evaluate.py", ["--models", "{model}", "--batch_size=0"], "--batch_size must be in [1, inf), got 0"),
+    ("prepare.py", ["--files={texts}", "--dataset=/abs"], "--dataset must be a plain folder name"),
+    ("prepare.py", ["--files={texts}", "--dataset=.."], "--dataset must be a plain folder name"),
+    ("prepare.py", ["--files=,", "--dataset=x"], "--files names no file"),
+    ("prepare.py", ["--files={tmp}/*.nomatch", "--dataset=x"], "no such file or folder, and no file matches it"),
+    ("prepare.py", ["--files={binary},{afile}", "--dataset=bin"], "binary.txt is not UTF-8 text"),
+    ("prepare.py", ["--files={fake},{afile}", "--dataset=gz"], "Not a gzipped file"),
+    ("prepare.py", ["--files={afile}", "--dataset=one"], "need at least 2 documents"),
+    ("prepare.py", ["--data_dir="], "--data_dir is empty"),
+    ("finetune_senses.py", [*EDIT, "--examples={afile}"], "afile, line 1: not a JSON object"),
+    ("finetune_senses.py", [*EDIT, "--measure_windows=0"], "--measure_windows must be in [1, inf), got 0"),
+    ("finetune_senses.py", [*EDIT, "--senses_per_example=0"], "--senses_per_example must be in [1, inf), got 0"),
+    ("finetune_senses.py", [*EDIT, "--batch_size=0"], "--batch_size must be in [1, inf), got 0"),
+    ("finetune_senses.py", [*EDIT, "--epochs=-1"], "--epochs must be in [0, inf), got -1"),
+    ("finetune_senses.py", [*EDIT, "--threshold=-1"], "--threshold must be in [0, inf), got -1"),
+    ("finetune_senses.py", [*EDIT, "--loss=good-v-bad", "--examples={ft_single}", "--eval={ft_single}"],
+     "holds single suffixes, and --loss=good-v-bad wants pairs"),
+    ("finetune_senses.py", [*EDIT, "--init_from={nanweights}"], "holds nan or inf"),
+    ("finetune_senses.py", [*EDIT, "--examples={ft_pair}", "--eval={ft_pair}", "--background={binary}"],
+     "binary.txt is not UTF-8 text"),
     ("bench.py", ["--device=cpu", "--batch_size=0"], "--batch_size must be in [1, inf), got 0"),
     ("bench.py", ["--device=cpu", "--steps=0"], "--steps must be in [1, inf), got 0"),
     ("bench.py", ["--device=cpu", "--gen_tokens=0"], "--gen_tokens must be in [1, inf), got 0"),
@@ -367,20 +436,51 @@ if not torch.cuda.is_available():
               ("bench.py", [], "there is no GPU here")]  # a GPU-sized default: refused without --device=cpu
 
 
+RIGHT = [  # (script, arguments, a fragment of its output): odd but valid input, which must give the right result
+    ("senses.py", ["--out_dir={model}", "--context", "Hello", "--html", "{tmp}/one.html"], "wrote {tmp}/one.html"),
+    ("senses.py", ["--out_dir={model}", "--context", "<|endoftext|>", "--html", "{tmp}/eot.html"], "wrote"),
+    ("senses.py", ["--out_dir={model}", "--context", " the" * 32, "--html", "{tmp}/long.html"], "wrote"),
+    ("senses.py", ["--out_dir={model}", "--context", "</script><script>alert(1)</script>", "--html",
+                   "{tmp}/xss.html"], "wrote"),  # inert: test_page.py checks the page in a browser
+    ("senses.py", ["--out_dir={model}", "--context", "café 😀 日本語\tnaïve", "--html", "{tmp}/utf.html"], "wrote"),
+    ("senses.py", ["--out_dir={model}", "--word", "<|endoftext|>", "--html", "{tmp}/word.html"], "wrote"),
+    ("senses.py", ["--out_dir={model}", "--context", "hi", "--html", "{tmp}/new/deeper/p.html"], "wrote"),
+    ("senses.py", ["--out_dir={model}", "--context", "hi", "--html", "{page}.again"], "wrote"),
+    ("senses.py", ["--out_dir={model}", "--health", "--data={data}/oneid/val.bin"], "only 1 distinct tokens"),
+    ("senses.py", ["--out_dir={model}", "--word", "<|endoftext|>"], "subwords"),
+    ("sample.py", ["--out_dir={model}", "--top_p=1", "--max_new_tokens=3"], "---------------"),
+    ("sample.py", ["--out_dir={model}", "--top_p=1e-12", "--max_new_tokens=3", "--num_samples=1"], "-----"),
+    ("sample.py", ["--out_dir={model}", "--top_k=1", "--top_p=0.5", "--max_new_tokens=3"], "---------------"),
+    ("sample.py", ["--out_dir={model}", "--temperature=0", "--top_p=0.01", "--max_new_tokens=3"], "-----"),
+    ("sample.py", ["--out_dir={model}", "--temperature=1e-30", "--max_new_tokens=3"], "---------------"),
+    ("sample.py", ["--out_dir={model}", "--max_new_tokens=0", "--start=Hello"], "Hello"),
+    ("sample.py", ["--out_dir={model}", "--start=<|endoftext|>", "--max_new_tokens=3"], "---------------"),
+    ("sample.py", ["--out_dir={model}", "--start=FILE:{bigline}", "--max_new_tokens=2"], "keeping its last 32"),
+    ("sample.py", ["--init_from={linked}", "--max_new_tokens=2"], "---------------"),  # a symlinked folder
+    ("sample.py", ["--init_from={cfgextra}", "--max_new_tokens=2"], "---------------"),  # a field it does not use
+    ("sample.py", ["--init_from={cfgextra}/pytorch_model.bin", "--max_new_tokens=2"], "---------------"),
+    ("prepare.py", ["--files={texts}", "--dataset=texts", "--data_dir={tmp}/prepared"], "(1 docs), 10 val tokens (1 docs)"),
+    ("prepare.py", ["--files={bigline},{afile}", "--dataset=big", "--data_dir={tmp}/prepared"], "-> "),
+    ("prepare.py", ["--files={texts}/**/*.txt", "--dataset=globbed", "--data_dir={tmp}/prepared"], "-> "),
+    ("evaluate.py", ["--models", "{model}", "--file={texts}/one.txt"], "bits per byte"),
+]
+
+
 @pytest.fixture(scope="module")
 def results(files):
     runners = [CaseRunner(), CaseRunner()]  # the 2-core machines this runs on: about half the time
-    halves = [list(range(len(CASES)))[i::2] for i in (0, 1)]
+    cases = CASES + RIGHT
+    halves = [list(range(len(cases)))[i::2] for i in (0, 1)]
 
     def run_half(runner, half):
-        return {n: runner.run(CASES[n][0], *[a.format(**files) for a in CASES[n][1]], cwd=files["tmp"]) for n in half}
+        return {n: runner.run(cases[n][0], *[a.format(**files) for a in cases[n][1]], cwd=files["tmp"]) for n in half}
     try:
         with ThreadPoolExecutor(2) as pool:
             done = {n: p for part in pool.map(run_half, runners, halves) for n, p in part.items()}
     finally:
         for runner in runners:
             runner.close()
-    return [done[n] for n in range(len(CASES))]
+    return [done[n] for n in range(len(cases))]
 
 
 @pytest.mark.parametrize("case", range(len(CASES)), ids=[f"{s} {' '.join(a)}"[:60] for s, a, _ in CASES])
@@ -391,6 +491,19 @@ def test_bad_input_ends_with_one_line_that_says_what_is_wrong(files, results, ca
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{script}: "), p.stderr
     assert fragment.format(**files) in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("case", range(len(RIGHT)), ids=[f"{s} {' '.join(a)}"[:60] for s, a, _ in RIGHT])
+def test_odd_but_valid_input_gives_the_right_result(files, results, case):
+    script, _, fragment = RIGHT[case]
+    p = results[len(CASES) + case]
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    assert fragment.format(**files) in p.stdout + p.stderr, p.stdout
+
+
+def test_the_page_embeds_a_texts_markup_inertly(files, results):
+    page = open(os.path.join(files["tmp"], "xss.html"), encoding="utf-8").read()
+    assert page.count("</script") == 1 and "alert(1)" not in page  # the text is inside base64, nowhere as markup
 
 
 def test_rank_set_by_hand_does_not_silence_an_error(files):

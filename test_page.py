@@ -191,6 +191,28 @@ def test_in_a_real_browser(page, run_dir, enc):
         driver.quit()
 
 
+def test_markup_in_the_text_stays_text_in_a_real_browser(run_dir, tmp_path):
+    driver = browser()
+    if driver is None:
+        pytest.skip("needs Chromium, chromedriver and selenium (apt-get install chromium chromium-driver; "
+                    "pip install selenium)")
+    from selenium.webdriver.common.by import By
+    text = 'x</script><script>window.pwned = 1</script><img src=q onerror="window.pwned = 2"> & <b>bold</b>'
+    senses.main(["--context", text, "--init_from", str(run_dir), "--html", str(tmp_path / "markup.html")])
+    try:
+        open_page(driver, tmp_path / "markup.html")
+        tokens = driver.find_elements(By.CSS_SELECTOR, "#tokens .tok")
+        assert "".join(t.text for t in tokens) == text  # shown as the characters it is
+        for i in range(len(tokens)):  # every position, its candidates, breakdowns and tables drawn
+            driver.find_elements(By.CSS_SELECTOR, "#tokens .tok")[i].click()
+        assert driver.execute_script("return window.pwned") is None  # nothing of the text ran
+        assert not driver.find_elements(By.CSS_SELECTOR, "#tokens img, #tokens b, #table img, #breakdown img")
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        assert not errors, errors
+    finally:
+        driver.quit()
+
+
 if __name__ == "__main__":  # python test_page.py MODEL OUT.png: the README's screenshot, by the same browser
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
