@@ -20,7 +20,7 @@ and editing a sense changes the model predictably. In the paper's order:
     Backpack.weighted_sum       o = sum over senses of alpha_l @ senses_l           (B, T, d)
     Backpack.forward            logits = E o, and the loss
     Backpack.generate           sampling, with a cache of keys, values and senses (forward_cached)
-    Backpack.edit_senses        interventions (senses.py's and finetune_senses.py's are built on it)
+    Backpack.edit_senses        interventions (interventions.py's and finetune_senses.py's build on it)
     configure_optimizers, flops_per_token, estimate_mfu: for training scripts
     Backpack.from_pretrained    train.py's ckpt.pt, or the released stanfordnlp/backpack-gpt2 layout
 References: arXiv 2305.16765, the released stanfordnlp/backpack-gpt2, and karpathy's nanoGPT.
@@ -151,7 +151,6 @@ class SenseNetwork(nn.Module):
 
 # -- the model --------------------------------------------------------------------------------------------
 class Backpack(nn.Module):
-
     def __init__(self, config):
         super().__init__()
         self.config, d = config, config.n_embd
@@ -312,19 +311,21 @@ class Backpack(nn.Module):
     # -- interventions ---------------------------------------------------------------------------------
     @torch.no_grad()
     def edit_senses(self, token_id, edit):
-        """Replace the senses of one word by edit(its (k, d) senses) wherever it occurs, in forward and
-        generate, until `model.sense_edits.clear()`; edits compose. edit_senses(nurse_id, lambda s: s * 0.5)
-        halves each sense of ' nurse'; the paper's interventions build on this (senses.py). Returns them."""
-        token_id = operator.index(token_id)  # a 0-d tensor becomes the int that the edits are keyed by
-        training = self.training  # the senses without dropout, whatever mode the model is in
-        try:
-            current = self.eval().senses(torch.tensor([[token_id]], device=self.wte.weight.device))[0, :, 0]
+        """Replace the senses of a word by edit(its (k, d) senses), or of a list of n words by edit(their
+        (n, k, d)), wherever they occur, until `model.sense_edits.clear()`; edits compose. Thus
+        edit_senses(nurse_id, lambda s: s * 0.5) halves the senses of ' nurse'. Returns the new senses."""
+        several = isinstance(token_id, (list, tuple))  # a 0-d tensor becomes the int the edits are keyed by
+        ids = [operator.index(t) for t in (token_id if several else [token_id])]
+        training, idx = self.training, torch.tensor([ids], device=self.wte.weight.device)
+        try:  # the senses without dropout, whatever mode the model is in
+            current = self.eval().senses(idx)[0].transpose(0, 1)  # (n, k, d)
         finally:
             self.train(training)
+        current = current if several else current[0]
         new = edit(current.clone())
         if getattr(new, "shape", None) != current.shape:  # a (d,) vector would broadcast over all k senses
             raise ValueError(f"edit_senses: the edit must return a {tuple(current.shape)} tensor")
-        self.sense_edits[token_id] = new.detach()
+        self.sense_edits.update(zip(ids, new.detach().reshape(len(ids), *current.shape[-2:])))
         return new
 
     # -- for training scripts --------------------------------------------------------------------------
@@ -359,10 +360,9 @@ class Backpack(nn.Module):
     # -- loading ---------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path):
-        """A trained model (eval mode, float32, CPU) from a local folder or file: train.py's ckpt.pt (or
-        finetune_senses.py's, with its sense_edits), or the released stanfordnlp/backpack-gpt2 layout
-        (config.json + pytorch_model.bin: a `git clone` of the model repo). Nothing in a file is run
-        (weights_only=True). Downloads by name, Lightning checkpoints, .safetensors: pretrained.load."""
+        """A trained model (eval mode, float32, CPU) from a folder or file: train.py's ckpt.pt (with the
+        sense_edits of finetune_senses.py's), or the released layout (config.json, pytorch_model.bin). No
+        code in a file is run (weights_only). pretrained.load adds downloads, Lightning and .safetensors."""
         path = str(path)
         if os.path.isdir(path):  # a train.py run, or the released layout
             run = os.path.isfile(os.path.join(path, "ckpt.pt"))

@@ -21,30 +21,33 @@ import numpy as np
 import torch
 
 from backpack import GPT2_VOCAB, Backpack, BackpackConfig
-from common import configure, device_and_autocast, one_line_errors, read_tokens
+from files import read_tokens
+from settings import configure, device_and_autocast, one_line_errors
 
-_before = set(globals())  # the names above are not settings
-preset = "small"  # the paper's sizes: micro, mini or small (= backpack-gpt2)
-batch_size = 32
-block_size = 512
-steps = 20  # timed training steps
-warmup = 5  # untimed steps first (compilation happens here)
-compile = True
-dtype = "bfloat16"
-device = "cuda" if torch.cuda.is_available() else "cpu"
-dataset = "brown"  # data/<dataset>/train.bin
-compare = False  # also time the matched Transformer (num_senses=0)
-generate = False  # time generation of gen_tokens tokens at batch 1, cached and uncached
-gen_tokens = 512
-train = True  # False skips the training benchmark
-dedup = True
-capture_unique = False
-settings = {k: v for k, v in globals().items() if k not in _before and not k.startswith("_")}
+settings = dict(
+    preset="small",  # the paper's sizes: micro, mini or small (= backpack-gpt2)
+    batch_size=32,
+    block_size=512,
+    steps=20,  # timed training steps
+    warmup=5,  # untimed steps first (compilation happens here)
+    compile=True,
+    dtype="bfloat16",
+    device="cuda" if torch.cuda.is_available() else "cpu",
+    dataset="brown",  # data/<dataset>/train.bin
+    compare=False,  # also time the matched Transformer (num_senses=0)
+    generate=False,  # time generation of gen_tokens tokens at batch 1, cached and uncached
+    gen_tokens=512,
+    train=True,  # False skips the training benchmark
+    dedup=True,  # False: the sense network runs on every token, not once per distinct id
+    capture_unique=False,  # True: torch.compile captures torch.unique's dynamic output shape
+)
+# the values allowed: an interval for a number (inf: unbounded), the choices for a string
 allowed = dict(preset=("micro", "mini", "small"), batch_size="[1, inf)", block_size="[1, inf)", steps="[1, inf)",
-               warmup="[0, inf)", dtype=("bfloat16", "float16", "float32"), dataset="[1, inf)", gen_tokens="[1, inf)")
+               warmup="[0, inf)", dtype=("bfloat16", "float16", "float32"), dataset="[1, inf)",
+               gen_tokens="[1, inf)")
 one_line_errors()
-given = configure(settings, sys.argv[1:], __doc__, allowed)  # an interval for a number (inf: none), a string's choices
-globals().update(settings)
+s, given = configure(settings, allowed, sys.argv[1:], __file__)  # given: the settings this command sets
+globals().update(s)  # the settings as plain names, as in nanoGPT
 if not (train or generate):
     raise ValueError("--train=False and no --generate: nothing to measure")
 PRESETS = {"micro": (384, 6, 6), "mini": (640, 8, 8), "small": (768, 12, 12)}  # n_embd, n_layer, n_head; k = 16

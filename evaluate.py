@@ -33,13 +33,31 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backpack import GPT2_VOCAB
-from common import (atomic_write, cache_path, configure, device_and_autocast, download, one_line_errors, read_text,
-                    read_tokens)
-from pretrained import load
-from tokenizer import EOT, get_tokenizer
+from files import atomic_write, cache_path, download, read_text, read_tokens
+from pretrained import load, read_checkpoint
+from settings import configure, device_and_autocast, one_line_errors
+from tokenizer import EOT, GPT2_VOCAB, get_tokenizer
 
 LAMBADA_URL = "https://openaipublic.blob.core.windows.net/gpt-2/data/lambada_test.jsonl"
+
+# -- settings (python evaluate.py --help): --task=loss (the default), --task=lambada, or --curves ------------
+settings = dict(
+    models=["out"],  # anything pretrained.load takes, one or several
+    curves=[],  # train.py runs whose losses to draw, instead
+    dataset="brown",  # the text: a prepared split, data_dir/dataset/split.bin ...
+    split="val",
+    data_dir="data",
+    file="",  # ... or a text file
+    stride=0,  # windows move stride tokens (0: half a window)
+    batch_size=4,  # windows at once
+    task="loss",  # or --task=lambada, with ...
+    lambada="",  # ... this file (default: downloaded once into the cache)
+    svg="curves.svg",  # where --curves draws
+    device="cuda" if torch.cuda.is_available() else "cpu",
+    dtype="auto",
+)
+allowed = dict(split=("train", "val"), stride="[0, inf)", batch_size="[1, inf)", task=("loss", "lambada"),
+               svg="[1, inf)", dtype=("auto", "float32", "bfloat16", "float16"))
 
 
 @torch.no_grad()
@@ -162,7 +180,7 @@ def read_run(folder):
             if math.isfinite(loss):  # a diverged run's nan is left out
                 curves[kind][step] = loss
     try:
-        ckpt = torch.load(os.path.join(folder, "ckpt.pt"), map_location="cpu", weights_only=True, mmap=True)
+        ckpt = read_checkpoint(os.path.join(folder, "ckpt.pt"))
         tokens_per_step = ckpt["config"]["tokens_per_step"]  # steps -> tokens seen
     except (RuntimeError, KeyError, TypeError, pickle.UnpicklingError):
         raise ValueError(f"{folder}/ckpt.pt is not a train.py checkpoint: --curves draws train.py runs") from None
@@ -233,14 +251,7 @@ def escape(text):
 
 
 def main(argv):
-    s = dict(models=["out"], curves=[],  # anything pretrained.load takes; runs whose losses to draw
-             dataset="brown", split="val", data_dir="data", file="",  # the text: a prepared split, or a file
-             stride=0, batch_size=4,  # windows move stride tokens (0: half a window); batch_size windows at once
-             task="loss", lambada="",  # or --task=lambada, with this file (default: downloaded once into the cache)
-             svg="curves.svg", device="cuda" if torch.cuda.is_available() else "cpu", dtype="auto")
-    given = configure(s, argv, __doc__, dict(split=("train", "val"), stride="[0, inf)", batch_size="[1, inf)",
-                                       task=("loss", "lambada"), svg="[1, inf)",
-                                       dtype=("auto", "float32", "bfloat16", "float16")))
+    s, given = configure(settings, allowed, argv, __file__)
     mode = "--curves" if s["curves"] else f"--task={s['task']}"
     own = {"--curves": ("curves", "svg"), "--task=lambada": ("models", "task", "lambada", "device", "dtype"),
            "--task=loss": ("models", "task", "dataset", "split", "data_dir", "file", "stride", "batch_size", "device",

@@ -36,8 +36,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import atomic_write, configure, device_and_autocast, one_line_errors, read_text, read_tokens
-from pretrained import load
+from files import read_text, read_tokens
+from interventions import add_to_senses
+from pretrained import load, write_checkpoint
+from settings import configure, device_and_autocast, one_line_errors
 from tokenizer import get_tokenizer
 
 PAIR_LOSSES, SINGLE_LOSSES = ("balance", "good-v-bad"), ("good", "bad")
@@ -46,6 +48,35 @@ PAIR_LOSSES, SINGLE_LOSSES = ("balance", "good-v-bad"), ("good", "bad")
 THRESHOLDS = {"good": 0.2, "bad": 0.001, "balance": 1.5, "good-v-bad": 16.0}
 BUDGETS = (1e-3, 1e-4, 1e-5)  # the authors' degradation budgets, each reported
 BATCH = 8  # sequences per forward pass when nothing is trained: memory, not results, depends on it
+
+
+# -- settings (python finetune_senses.py --help) ------------------------------------------------------------
+settings = dict(
+    init_from="out",  # the model to edit: a train.py run, or anything pretrained.load takes
+    examples="assets/edits/gender_train.jsonl",  # the canonical examples, JSON lines
+    eval="assets/edits/gender_eval.jsonl",  # the evaluation examples, of the same form
+    background="data/brown/val.bin",  # a prepared split (.bin) or a text file
+    background_windows=1000,  # at most so many windows of block_size tokens, for the selection and KL
+    measure_windows=32,  # other windows, for the background loss after every epoch
+    loss="balance",  # good | bad (a suffix), balance | good-v-bad (two suffixes)
+    method="senses",  # senses: only the chosen senses change; full: every weight
+    senses_per_example=8,  # the top pairs per example that are trained (the authors: 5 to 11)
+    background_weight=1000.0,  # lambda, the background's weight in the selection
+    kl_weight=0.5,  # the KL term's weight (the authors: 0.1 to 1)
+    max_degradation=1e-4,  # the budget: the kept epoch's background loss rose at most this much
+    threshold=0.0,  # success on --eval; 0: the authors' (see THRESHOLDS)
+    epochs=10,
+    learning_rate=0.0,  # 0: senses 1e-2, full 1e-4; decayed by a cosine
+    batch_size=1,  # canonical examples per step, and background windows for its KL term
+    out_dir="out-finetune",
+    device="cuda" if torch.cuda.is_available() else "cpu",
+    seed=1337,
+)
+allowed = dict(init_from="[1, inf)", examples="[1, inf)", eval="[1, inf)", background="[1, inf)",
+               background_windows="[1, inf)", measure_windows="[1, inf)", loss=SINGLE_LOSSES + PAIR_LOSSES,
+               method=("senses", "full"), senses_per_example="[1, inf)", background_weight="[0, inf)",
+               kl_weight="[0, inf)", max_degradation="[0, inf)", threshold="[0, inf)", epochs="[0, inf)",
+               learning_rate="[0, inf)", batch_size="[1, inf)", out_dir="[1, inf)", seed="[0, 1e18]")
 
 
 # -- 1. data ------------------------------------------------------------------------------------------------
@@ -293,9 +324,7 @@ def save(model, out_dir, record):
     done and measured. Both written atomically."""
     ckpt = {"model_args": asdict(model.config), "model": model.state_dict(),
             "sense_edits": dict(model.sense_edits), "finetune": record}
-    with atomic_write(os.path.join(out_dir, "ckpt.pt"), os.path.join(out_dir, "finetune.json")) as (f, notes):
-        torch.save(ckpt, f)
-        notes.write(json.dumps(record, indent=1).encode())
+    write_checkpoint(out_dir, ckpt, finetune=record)
 
 
 def check_out_dir(out_dir, source):
@@ -324,28 +353,7 @@ def check_out_dir(out_dir, source):
 
 
 def main(argv):
-    s = dict(init_from="out",  # the model to edit: a train.py run, or anything pretrained.load takes
-             examples="assets/edits/gender_train.jsonl",  # the canonical examples, JSON lines
-             eval="assets/edits/gender_eval.jsonl",  # the evaluation examples, of the same form
-             background="data/brown/val.bin",  # a prepared split (.bin) or a text file
-             background_windows=1000,  # at most so many windows of block_size tokens: the selection and KL,
-             measure_windows=32,  # ... and others, for the background loss after every epoch
-             loss="balance",  # good | bad (a suffix), balance | good-v-bad (two suffixes)
-             method="senses",  # senses: only the chosen senses change; full: every weight
-             senses_per_example=8,  # the top pairs per example that are trained (the authors: 5 to 11)
-             background_weight=1000.0,  # lambda, the background's weight in the selection
-             kl_weight=0.5,  # the KL term's weight (the authors: 0.1 to 1)
-             max_degradation=1e-4,  # the budget: the kept epoch's background loss rose at most this much
-             threshold=0.0,  # success on --eval; 0: the authors' (see THRESHOLDS)
-             epochs=10, learning_rate=0.0,  # 0: senses 1e-2, full 1e-4; decayed by a cosine
-             batch_size=1,  # canonical examples per step, and background windows for its KL term
-             out_dir="out-finetune", device="cuda" if torch.cuda.is_available() else "cpu", seed=1337)
-    configure(s, argv, __doc__, dict(
-        init_from="[1, inf)", examples="[1, inf)", eval="[1, inf)", background="[1, inf)",
-        background_windows="[1, inf)", measure_windows="[1, inf)", loss=SINGLE_LOSSES + PAIR_LOSSES,
-        method=("senses", "full"), senses_per_example="[1, inf)", background_weight="[0, inf)",
-        kl_weight="[0, inf)", max_degradation="[0, inf)", threshold="[0, inf)", epochs="[0, inf)",
-        learning_rate="[0, inf)", batch_size="[1, inf)", out_dir="[1, inf)", seed="[0, 1e18]"))
+    s, _ = configure(settings, allowed, argv, __file__)
     device_and_autocast(s["device"], "float32")  # only to check --device: all runs in float32
     loss, senses_method = s["loss"], s["method"] == "senses"
     threshold = s["threshold"] or THRESHOLDS[loss]
@@ -437,9 +445,8 @@ def main(argv):
     if kept_epoch and senses_method:  # the kept deltas become persistent edits of the senses
         with torch.no_grad():
             deltas.delta.copy_(kept_state)
-            table = deltas.table()
-        for token in deltas.words:
-            model.edit_senses(token, lambda senses: senses + table[deltas.row[token]])
+            table = deltas.table()  # row 0 is no word's: the edited words' rows follow, in deltas.words' order
+        add_to_senses(model, deltas.words, table[1:])
     elif not senses_method:
         model.load_state_dict(kept_state if kept_epoch else original.state_dict())
     senses = [dict(token=t, word=enc.decode([t]), sense=l, score=v) for (t, l), v in

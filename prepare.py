@@ -25,13 +25,30 @@ import time
 
 import numpy as np
 
-from common import atomic_write, configure, download, one_line_errors, read_text
+from files import atomic_write, download, read_text
+from settings import configure, one_line_errors
 from tokenizer import EOT, GPT2_VOCAB, get_tokenizer
 
 BROWN_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "brown.jsonl.xz")
 OWT_BASE_URL = "https://huggingface.co/datasets/Skylion007/openwebtext/resolve/main/"
 OWT_NUM_SHARDS = 21  # subsets/urlsf_subset00.tar ... urlsf_subset20.tar
 SEED = 2357  # fixes every train/val split
+
+# -- settings (python prepare.py --help) -----------------------------------------------------------------
+settings = dict(
+    dataset="brown",  # brown (shipped), openwebtext (downloaded), or a name for your own --files
+    # your own text: files, folders or globs (.txt, .txt.gz), comma-separated; one document a file
+    files="",
+    data_dir="data",  # the output goes to data_dir/dataset/
+    val_fraction=0.05,  # of the documents, held out for validation (openwebtext: 0.0005 unless given)
+    num_proc=os.cpu_count() or 1,  # tokenizer processes
+    shards="",  # openwebtext: which of the 21 shards (00-20), e.g. 0,1 or 0-4; empty: all
+    base_url=OWT_BASE_URL,  # openwebtext: where subsets/urlsf_subsetNN.tar are
+    keep_downloads=False,  # openwebtext: keep each shard's tar after tokenizing it
+    keep_shards=False,  # openwebtext: keep the per-shard .bin files after joining them
+)
+allowed = dict(dataset="[1, inf)", data_dir="[1, inf)", val_fraction="(0, 1)", num_proc="[1, inf)",
+               base_url="[1, inf)")
 
 
 def write_meta(f, **meta):
@@ -265,17 +282,7 @@ def parse_shards(text):
 
 
 def main(argv):
-    s = dict(dataset="brown",  # brown (shipped), openwebtext (downloaded), or a name for your own --files
-             files="",  # your own text: files, folders or globs (.txt, .txt.gz), comma-separated; one document a file
-             data_dir="data",  # the output goes to data_dir/dataset/
-             val_fraction=0.05,  # of the documents, held out for validation (openwebtext: 0.0005 unless given)
-             num_proc=os.cpu_count() or 1,  # tokenizer processes
-             shards="",  # openwebtext: which of the 21 shards (00-20), e.g. 0,1 or 0-4; empty: all
-             base_url=OWT_BASE_URL,  # openwebtext: where subsets/urlsf_subsetNN.tar are
-             keep_downloads=False,  # openwebtext: keep each shard's tar after tokenizing it
-             keep_shards=False)  # openwebtext: keep the per-shard .bin files after joining them
-    given = configure(s, argv, __doc__, dict(dataset="[1, inf)", data_dir="[1, inf)", val_fraction="(0, 1)",
-                                             num_proc="[1, inf)", base_url="[1, inf)"))
+    s, given = configure(settings, allowed, argv, __file__)
     if s["files"] and ("dataset" not in given or s["dataset"] in ("brown", "openwebtext")):
         raise ValueError("--files needs --dataset=NAME, a new name: the folder under --data_dir to write")
     if s["dataset"] != "openwebtext" and (owt := [k for k in ("shards", "base_url", "keep_downloads", "keep_shards")

@@ -18,7 +18,7 @@ import re
 import torch
 
 from backpack import CONV1D, RELEASED_CONFIG, RELEASED_PREFIXES, Backpack, BackpackConfig, released_to_ours
-from common import atomic_write, cache_path, download
+from files import atomic_write, cache_path, download
 
 HUB_NAME = "stanfordnlp/backpack-gpt2"
 STANFORD_URL = "https://downloads.cs.stanford.edu/nlp/data/backpacks-acl2023/main"  # the authors' checkpoints
@@ -75,7 +75,7 @@ def read_model(path):
         return *read_lightning(path), {}
     if path.endswith(".safetensors"):
         return *released_to_ours(read_safetensors(path), read_config_json(path)), {}
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    state = read_checkpoint(path)
     if not isinstance(state, dict):
         raise ValueError(f"it holds a {type(state).__name__}, not a checkpoint's dict of tensors")
     if "model_args" not in state:
@@ -85,6 +85,24 @@ def read_model(path):
         raise ValueError(f"its model_args lack {missing[0] if isinstance(args, dict) else 'everything'}")
     tensors = {k.removeprefix("_orig_mod."): t for k, t in state["model"].items()}  # a compiled model's names
     return BackpackConfig(**args), tensors, state.get("sense_edits", {})
+
+
+def read_checkpoint(path, mmap=True):
+    """What torch.save wrote into a checkpoint: train.py's ckpt.pt (finetune_senses.py's too) or the released
+    pytorch_model.bin. weights_only: tensors and plain Python types only, nothing in the file is run. mmap: the
+    tensors are read from the file as they are used (the whole file is read at once otherwise)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def write_checkpoint(out_dir, ckpt, **notes):
+    """out_dir/ckpt.pt, as train.py and finetune_senses.py write it (a dict of tensors and plain Python types:
+    model_args, model and more), and out_dir/NAME.json for each NAME=dict in notes: written atomically, together."""
+    names = [os.path.join(out_dir, "ckpt.pt")] + [os.path.join(out_dir, f"{name}.json") for name in notes]
+    with atomic_write(*names) as files:
+        files = files if notes else [files]
+        torch.save(ckpt, files[0])
+        for f, record in zip(files[1:], notes.values()):
+            f.write(json.dumps(record, indent=1).encode())
 
 
 def read_config_json(path):

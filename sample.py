@@ -16,36 +16,38 @@ import sys
 
 import torch
 
-from common import configure, device_and_autocast, one_line_errors, read_text
+from files import read_text
+from interventions import apply_interventions
 from pretrained import load
-from senses import apply_interventions
+from settings import configure, device_and_autocast, one_line_errors
 from tokenizer import EOT, get_tokenizer
 
-_before = set(globals())  # the names above are not settings
-init_from = "resume"  # 'resume' (the run in out_dir), or anything pretrained.load takes: stanfordnlp/backpack-gpt2, ...
-out_dir = "out"
-start = "<|endoftext|>"  # the prompt, or FILE:path
-num_samples = 3
-max_new_tokens = 200
-temperature = 0.8  # 0 takes the most likely token (greedy)
-top_k = 200  # sample from the top_k most likely tokens; 0: from all
-top_p = 1.0  # ... and from the nucleus: the fewest most likely tokens whose probabilities add up to top_p
-seed = 1337
-device = "cuda" if torch.cuda.is_available() else "cpu"
-dtype = "auto"  # 'auto': bfloat16 on CUDA where supported, else float16; float32 on CPU
-# edits of senses (senses.py), which hold wherever the word occurs; --scale and --edit can be given several times
-scale = []  # WORD:SENSE=FACTOR[,SENSE=FACTOR...]: nurse:10=0 removes sense 10 of ' nurse'
-edit = []  # WORD:OLD->NEW, the paper's knowledge edit: MacBook:Apple->HP
-topic = ""  # steer towards a topic: comma-separated words, e.g. food,dining
-strength = 2  # --topic's boost: 1, 2 or 3
-topic_vocab = 5000  # --topic scores the N most common words; 0: all (the default on CUDA; slow on a CPU)
-settings = {k: v for k, v in globals().items() if k not in _before and not k.startswith("_")}
+settings = dict(
+    init_from="resume",  # 'resume' (the run in out_dir), or anything pretrained.load takes
+    out_dir="out",
+    start="<|endoftext|>",  # the prompt, or FILE:path
+    num_samples=3,
+    max_new_tokens=200,
+    temperature=0.8,  # 0 takes the most likely token (greedy)
+    top_k=200,  # sample from the top_k most likely tokens; 0: from all
+    top_p=1.0,  # ... and from the fewest most likely tokens whose probabilities add up to top_p
+    seed=1337,
+    device="cuda" if torch.cuda.is_available() else "cpu",
+    dtype="auto",  # 'auto': bfloat16 on CUDA where supported, else float16; float32 on CPU
+    # -- edits of senses (interventions.py), wherever the word occurs; --scale and --edit can be repeated
+    scale=[],  # WORD:SENSE=FACTOR[,SENSE=FACTOR...]: nurse:10=0 removes sense 10 of ' nurse'
+    edit=[],  # WORD:OLD->NEW, the paper's knowledge edit: MacBook:Apple->HP
+    topic="",  # steer towards a topic: comma-separated words, e.g. food,dining
+    strength=2,  # --topic's boost: 1, 2 or 3
+    topic_vocab=5000,  # --topic scores the N most common words; 0: all (the default on CUDA; slow on CPU)
+)
+# the values allowed: an interval for a number (inf: unbounded), the choices for a string, or its length's interval
 allowed = dict(init_from="[1, inf)", out_dir="[1, inf)", num_samples="[1, inf)", max_new_tokens="[0, inf)",
-               temperature="[0, inf)", top_k="[0, inf)", top_p="(0, 1]", seed="[0, 1e18]", dtype=("auto", "float32", "bfloat16", "float16"),
-               strength="[1, 3]", topic_vocab="[0, inf)")  # an interval for a number (inf: none), a string's choices
+               temperature="[0, inf)", top_k="[0, inf)", top_p="(0, 1]", seed="[0, 1e18]",
+               dtype=("auto", "float32", "bfloat16", "float16"), strength="[1, 3]", topic_vocab="[0, inf)")
 one_line_errors()
-given = configure(settings, sys.argv[1:], __doc__, allowed)
-globals().update(settings)
+s, given = configure(settings, allowed, sys.argv[1:], __file__)  # given: the settings this command sets
+globals().update(s)  # the settings as plain names, as in nanoGPT
 device_type, dtype, autocast = device_and_autocast(device, dtype)
 topic_vocab = 0 if device_type == "cuda" and "topic_vocab" not in given else topic_vocab
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `python sample.py | head` ends quietly
@@ -53,7 +55,8 @@ torch.manual_seed(seed)
 
 enc = get_tokenizer()
 model = load(out_dir if init_from == "resume" else init_from).to(device)
-apply_interventions(model, enc, scale, edit, topic, strength, topic_vocab, log=lambda note: print(note, file=sys.stderr))
+apply_interventions(model, enc, scale=scale, edit=edit, topic=topic, strength=strength, topic_vocab=topic_vocab,
+                    log=lambda note: print(note, file=sys.stderr))
 if start.startswith("FILE:"):
     if not start[5:]:
         raise ValueError("--start=FILE: needs a file name: --start=FILE:prompt.txt")

@@ -36,3 +36,25 @@ def get_tokenizer():
                             special_tokens={"<|endoftext|>": EOT})
     assert enc.n_vocab == GPT2_VOCAB
     return enc
+
+
+# -- words as a user types them -> token ids
+def word_ids(enc, word):
+    """The GPT-2 tokens of a word as it appears inside text: with one leading space."""
+    if not word.strip():
+        raise ValueError("the word is empty")
+    return enc.encode(" " + word.strip(), disallowed_special=())  # "<|endoftext|>" in a word is just text
+
+
+def single_token(enc, text, what):
+    """The id of text, which must be exactly one token (taken verbatim: ' she' is the word inside text)."""
+    ids = enc.encode(text, allowed_special={"<|endoftext|>"})
+    if len(ids) != 1:
+        raise ValueError(f"{what} {text!r} must be one token, but it is {len(ids)}: {pieces(enc, ids)}"
+                         + ("" if text.startswith(" ") else f" (a word inside text has a leading space: ' {text}')"))
+    return ids[0]
+
+
+def pieces(enc, ids):
+    """The tokens of ids, for a message: ' New' + ' York'."""
+    return " + ".join(repr(enc.decode([i])) for i in ids)

@@ -8,7 +8,7 @@ Train a Backpack language model (or its matched Transformer, num_senses=0), in n
     python train.py config/finetune_backpack_gpt2.py     # fine-tune the released model
     python train.py --help                               # every setting and its default
 
-Settings are the globals below; config files and --key=value arguments override them (common.configure).
+Settings are the dict below; config files and --key=value arguments override them (settings.configure).
 An optimizer step consumes tokens_per_step tokens. batch_size is the most sequences a process runs at
 once; how the step's sequences are shared out over processes and gradient-accumulation steps follows,
 and is printed. A step's sequences are a pure function of (seed, step): a resumed run replays the
@@ -32,52 +32,52 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from backpack import Backpack, BackpackConfig
-from common import atomic_write, check_allowed, configure, convert, device_and_autocast, one_line_errors, read_tokens
+from files import read_tokens
 from prepare import prepare_brown
-from pretrained import load
+from pretrained import load, read_checkpoint, write_checkpoint
+from settings import check_allowed, configure, convert, device_and_autocast, one_line_errors
 
-_before = set(globals())  # the names above are not settings
-# -----------------------------------------------------------------------------------------------------------
-# settings: the defaults are the CPU quickstart (config/train_brown.py documents them)
-# I/O
-out_dir = "out"
-eval_interval = 200  # estimate the train/val loss every this many steps (and at the end), then checkpoint
-eval_iters = 16  # batches per loss estimate: always the same batches, so estimates are comparable
-log_interval = 10
-eval_only = False  # estimate the losses of the initial model and exit
-always_save_checkpoint = True  # False: checkpoint only when the val loss improves (and at the last step)
-init_from = "scratch"  # 'scratch', 'resume' (out_dir/ckpt.pt), or a trained model (anything pretrained.load takes)
-# data: data_dir/dataset/{train,val}.bin, uint16 GPT-2 token ids
-data_dir = "data"
-dataset = "brown"
-tokens_per_step = 1024  # tokens per optimizer step, over all processes and accumulation steps
-batch_size = 8  # the most sequences per forward pass per process
-block_size = 128
-# model
-n_layer = 4
-n_head = 4
-n_embd = 128
-num_senses = 16  # 0 trains the matched Transformer
-sense_intermediate_scale = 4
-dropout = 0.0
-bias = True
-# AdamW and the learning-rate schedule
-learning_rate = 3e-3
-max_iters = 1000
-weight_decay = 0.1
-beta1 = 0.9
-beta2 = 0.99
-grad_clip = 1.0  # 0 disables clipping
-decay_lr = "linear"  # 'linear': warmup, then linear decay to 0 at max_iters (the paper); 'cosine' (to min_lr); 'constant'
-warmup_iters = 50
-min_lr = 0.0  # the floor of 'cosine'
-# system
-device = "cuda" if torch.cuda.is_available() else "cpu"
-dtype = "auto"  # 'auto': bfloat16 on CUDA where supported, else float16 (with loss scaling); float32 on CPU
-compile = False  # torch.compile the model
-seed = 1337
-# -----------------------------------------------------------------------------------------------------------
-settings = {k: v for k, v in globals().items() if k not in _before and not k.startswith("_")}
+# -- settings: the defaults are the CPU quickstart (config/train_brown.py documents them) ---------------
+settings = dict(
+    # -- I/O
+    out_dir="out",
+    eval_interval=200,  # steps between estimates of the train/val loss (and at the end), then a checkpoint
+    eval_iters=16,  # batches per loss estimate: always the same batches, so estimates are comparable
+    log_interval=10,
+    eval_only=False,  # estimate the losses of the initial model and exit
+    always_save_checkpoint=True,  # False: only when the val loss improves (and at the last step)
+    init_from="scratch",  # 'scratch', 'resume' (out_dir/ckpt.pt), or anything pretrained.load takes
+    # -- data: data_dir/dataset/{train,val}.bin, uint16 GPT-2 token ids
+    data_dir="data",
+    dataset="brown",
+    tokens_per_step=1024,  # tokens per optimizer step, over all processes and accumulation steps
+    batch_size=8,  # the most sequences per forward pass per process
+    block_size=128,
+    # -- model
+    n_layer=4,
+    n_head=4,
+    n_embd=128,
+    num_senses=16,  # 0 trains the matched Transformer
+    sense_intermediate_scale=4,
+    dropout=0.0,
+    bias=True,
+    # -- AdamW and the learning-rate schedule
+    learning_rate=3e-3,
+    max_iters=1000,
+    weight_decay=0.1,
+    beta1=0.9,
+    beta2=0.99,
+    grad_clip=1.0,  # 0 disables clipping
+    # 'linear': warmup, then linear decay to 0 at max_iters (the paper); 'cosine' (to min_lr); 'constant'
+    decay_lr="linear",
+    warmup_iters=50,
+    min_lr=0.0,  # the floor of 'cosine'
+    # -- system
+    device="cuda" if torch.cuda.is_available() else "cpu",
+    dtype="auto",  # 'auto': bfloat16 on CUDA where supported, else float16 (loss-scaled); float32 on CPU
+    compile=False,  # torch.compile the model
+    seed=1337,
+)
 # the values allowed: an interval for a number (inf: unbounded), the choices for a string, or the interval of its length
 allowed = dict(out_dir="[1, inf)", eval_interval="[1, inf)", eval_iters="[1, inf)", log_interval="[1, inf)",
                init_from="[1, inf)", data_dir="[1, inf)", dataset="[1, inf)", tokens_per_step="[1, inf)",
@@ -87,14 +87,14 @@ allowed = dict(out_dir="[1, inf)", eval_interval="[1, inf)", eval_iters="[1, inf
                decay_lr=("linear", "cosine", "constant"), warmup_iters="[0, inf)", min_lr="[0, inf)",
                dtype=("auto", "float32", "bfloat16", "float16"), seed="[0, 1e18]")
 one_line_errors()
-given = configure(settings, sys.argv[1:], __doc__, allowed)  # the settings this command sets
-ckpt_path, ckpt = os.path.join(settings["out_dir"], "ckpt.pt"), None
-if settings["init_from"] == "resume":
+s, given = configure(settings, allowed, sys.argv[1:], __file__)  # given: the settings this command sets
+ckpt_path, ckpt = os.path.join(s["out_dir"], "ckpt.pt"), None
+if s["init_from"] == "resume":
     if not os.path.exists(ckpt_path):
         raise FileNotFoundError(f"--init_from=resume, but {ckpt_path} does not exist; start a run with "
                                 "--init_from=scratch (or set --out_dir)")
     try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ckpt = read_checkpoint(ckpt_path, mmap=False)
     except Exception as e:  # truncated, or not a checkpoint: torch's message is long, and advises weights_only=False
         raise ValueError(f"cannot read {ckpt_path} (truncated, or not a train.py checkpoint?): {type(e).__name__}") from None
     kinds = dict(model_args=dict, model=dict, optimizer=dict, iter_num=int, best_val_loss=float, config=dict)
@@ -102,11 +102,11 @@ if settings["init_from"] == "resume":
         raise ValueError(f"{ckpt_path} is not a train.py checkpoint; start a new run in another --out_dir")
     # a resumed run continues as it was configured: the settings saved with it, except those given now
     for k, v in ckpt["config"].items():
-        if k in settings and k not in given and k not in ("init_from", "out_dir", "device", "dtype"):
-            settings[k] = convert(f"{ckpt_path}: {k}", v, settings[k])
-    check_allowed(settings, allowed)
-globals().update(settings)
-config = dict(settings)  # saved with every checkpoint
+        if k in s and k not in given and k not in ("init_from", "out_dir", "device", "dtype"):
+            s[k] = convert(f"{ckpt_path}: {k}", v, s[k])
+    check_allowed(s, allowed)
+globals().update(s)  # the settings as plain names, as in nanoGPT
+config = dict(s)  # saved with every checkpoint
 ARCH_KEYS = ("block_size", "n_layer", "n_head", "n_embd", "num_senses", "sense_intermediate_scale", "bias")
 if decay_lr == "cosine" and min_lr > learning_rate:  # the rate would rise to min_lr
     raise ValueError(f"--min_lr={min_lr} is above --learning_rate={learning_rate}: cosine decay would raise the rate")
@@ -298,8 +298,7 @@ def save_checkpoint():
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else {},
             "iter_num": iter_num, "best_val_loss": float(best_val_loss), "config": config,
             "origin": origin}  # 'scratch', or the trained model this run was fine-tuned from
-    with atomic_write(ckpt_path) as f:
-        torch.save(ckpt, f)
+    write_checkpoint(out_dir, ckpt)
     if os.path.exists(metrics_path + ".new"):  # a new run's history replaces the old one's with its checkpoint
         os.replace(metrics_path + ".new", metrics_path)
     return iter_num

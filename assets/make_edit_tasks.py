@@ -19,7 +19,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from senses import BIAS_PROMPTS, PROFESSIONS  # noqa: E402
+from interventions import BIAS_PROMPTS, PROFESSIONS  # noqa: E402
 from tokenizer import get_tokenizer  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "edits")

@@ -1,4 +1,4 @@
-"""Tests of train.py, the settings (common.configure), sample.py and bench.py, run as a user runs them: as scripts, on CPU, on a tiny
+"""Tests of train.py, the settings (settings.configure), sample.py and bench.py, run as a user runs them: as scripts, on CPU, on a tiny
 model and a tiny fake dataset written under pytest's tmp_path (never the repo's data/ or out/)."""
 
 import glob
@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 
-REPO = os.path.dirname(os.path.abspath(__file__))
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--num_senses=4", "--block_size=16", "--batch_size=4",
         "--tokens_per_step=128", "--eval_iters=2", "--log_interval=1", "--warmup_iters=2", "--learning_rate=1e-2"]
 
@@ -220,23 +220,26 @@ def test_batch_size_is_a_maximum_and_the_split_follows(data_dir, tmp_path):
 
 
 def test_settings_from_files_and_both_argument_forms(tmp_path):
-    from common import configure
+    from settings import configure
     config = tmp_path / "c.py"
     config.write_text("import math\nlearning_rate = math.sqrt(1e-6)\nname = 'x'\n")
-    s = dict(learning_rate=3e-3, name="", flag=False, steps=10, start="")
-    given = configure(s, [str(config), "--steps", "1e3", "--flag", "--start", "The old man", "--name=y"], "")
+    defaults = dict(learning_rate=3e-3, name="", flag=False, steps=10, start="")
+    s, given = configure(defaults, {}, [str(config), "--steps", "1e3", "--flag", "--start", "The old man", "--name=y"],
+                         "train.py")
     assert s == dict(learning_rate=1e-3, name="y", flag=True, steps=1000, start="The old man") and given == s
-    configure(s, ["--flag", "false", "--start=--x", "--steps=2", "--steps", "3"], "")  # the last value wins
-    assert s["flag"] is False and s["start"] == "--x" and s["steps"] == 3
+    assert defaults == dict(learning_rate=3e-3, name="", flag=False, steps=10, start="")  # left as they were
+    s, _ = configure(defaults, {}, ["--flag", "false", "--start=--x", "--steps=2", "--steps", "3"], "train.py")
+    assert s["flag"] is False and s["start"] == "--x" and s["steps"] == 3  # the last value wins
     edits = dict(scale=[])  # a list collects every value: --scale a --scale b
-    assert configure(edits, ["--scale", "nurse:10=0", "--scale=ThinkPad:0=2"], "") == {"scale": ["nurse:10=0", "ThinkPad:0=2"]}
+    assert configure(edits, {}, ["--scale", "nurse:10=0", "--scale=ThinkPad:0=2"], "")[1] == {
+        "scale": ["nurse:10=0", "ThinkPad:0=2"]}
     runs = dict(models=[], svg="")  # ... and takes several at once: --models out out-gpt2
-    assert configure(runs, ["--models", "out", "out-gpt2", "--svg", "c.svg", "--models=x"], "") == {
+    assert configure(runs, {}, ["--models", "out", "out-gpt2", "--svg", "c.svg", "--models=x"], "")[1] == {
         "models": ["out", "out-gpt2", "x"], "svg": "c.svg"}
     for argv, message in [(["--steps"], "--steps needs a value"), (["--steps", "ten"], "--steps expects an int"),
                           (["The old man"], "is neither a --key=value setting nor a config file")]:
         with pytest.raises(ValueError, match=message):
-            configure(dict(s), argv, "")
+            configure(defaults, {}, argv, "")
 
 
 def test_resume_with_another_architecture_is_refused(tiny_run, data_dir):
@@ -311,3 +314,40 @@ def test_bench_runs_and_cached_generation_matches_uncached(tmp_path):
     assert "Backpack / Transformer training throughput:" in p.stdout
     assert "greedy outputs identical" in p.stdout, p.stdout
     assert "warmup step 1 of 1" in p.stdout and "timing 1 steps" in p.stdout  # progress, phase by phase
+
+
+def test_help_shows_each_setting_its_default_and_its_comment():
+    out = run("train.py", "--help").stdout
+    assert out.startswith("Train a Backpack language model")  # the script's docstring first
+    assert "  --eval_iters=16  [1, inf)\n      batches per loss estimate: always the same batches" in out
+    # a comment too long for its setting's line stands above it, and is shown all the same
+    assert "  --decay_lr='linear'  ('linear', 'cosine', 'constant')\n      'linear': warmup, then linear decay" in out
+    assert "  --log_interval=10  [1, inf)\n  --eval_only=False\n      estimate the losses" in out  # no comment, no line
+
+
+def project_imports():
+    """{module: the project's modules it imports}, read from the source of every .py file in the root folder."""
+    import ast
+    names = {f[:-3] for f in os.listdir(REPO) if f.endswith(".py")}
+    graph = {}
+    for name in names:
+        tree = ast.parse(open(os.path.join(REPO, name + ".py"), encoding="utf-8").read())
+        found = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        found |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        graph[name] = sorted(found & names)
+    return graph
+
+
+def test_imports_go_one_way_and_each_job_has_one_owner():
+    graph = project_imports()
+    order = []  # a topological order: a module after everything it imports; a circle would never finish
+    while len(order) < len(graph):
+        ready = [m for m in sorted(graph) if m not in order and all(d in order for d in graph[m])]
+        assert ready, f"an import circle among {sorted(set(graph) - set(order))}"
+        order += ready
+    assert graph["backpack"] == []  # it is copied out alone
+    assert graph["tokenizer"] == [] and graph["files"] == ["tokenizer"] and graph["settings"] == ["files"]
+    assert graph["interventions"] == ["tokenizer"]  # the edits need the model's edit_senses, not our scripts
+    for script in ("sample", "finetune_senses"):  # they edit senses: interventions.py, not senses.py's page
+        assert "senses" not in graph[script] and "interventions" in graph[script]
+    assert not any("senses" in graph[m] for m in graph if m != "senses")  # nothing builds on the inspection script

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from backpack import GPT2_VOCAB, Backpack, BackpackConfig
+from conftest import REPO
 
 
 def tiny_config(**kw):
@@ -477,7 +478,7 @@ def test_backpack_py_copied_alone_builds_trains_generates_edits_and_loads(tmp_pa
     import shutil
     import subprocess
     import sys
-    shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "backpack.py"), tmp_path)
+    shutil.copy(os.path.join(REPO, "backpack.py"), tmp_path)
     script = """
 import os, sys, torch
 from backpack import Backpack, BackpackConfig

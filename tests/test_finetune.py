@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import finetune_senses as ft
 from backpack import Backpack, BackpackConfig
 from pretrained import load
+from conftest import REPO
 
 
 def tiny_model(seed=0, **kw):
@@ -283,7 +284,7 @@ def test_the_edited_model_goes_into_sample_senses_and_evaluate_as_it_is(run_fold
     import subprocess
     import sys
     ft.main(settings(run_folder, "--learning_rate=0.05", "--max_degradation=1"))
-    repo, out = os.path.dirname(os.path.abspath(__file__)), str(run_folder / "edited")
+    repo, out = REPO, str(run_folder / "edited")
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     for script, *args in (("sample.py", f"--out_dir={out}", "--max_new_tokens=5", "--num_samples=1"),
                           ("senses.py", f"--init_from={out}", "--word", "nurse"),

@@ -21,9 +21,9 @@ import pytest
 import torch
 
 from backpack import Backpack, BackpackConfig
+from conftest import REPO
 from senses import PAGE_TEMPLATE
 
-REPO = os.path.dirname(os.path.abspath(__file__))
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--num_senses=4", "--block_size=16", "--batch_size=4",
         "--tokens_per_step=128", "--eval_iters=2", "--log_interval=1", "--warmup_iters=2", "--learning_rate=1e-2"]
 
@@ -40,7 +40,7 @@ def run(script, *args, env=None, cwd=REPO):  # (not under torchrun: RANK, if set
 SERVER = r"""
 import json, os, runpy, signal, sys, tempfile
 sys.path.insert(0, sys.argv[1])
-import numpy, torch, backpack, common, pretrained, tokenizer, prepare, senses, evaluate, finetune_senses
+import numpy, torch, backpack, files, settings, pretrained, tokenizer, prepare, interventions, senses, evaluate, finetune_senses
 tokenizer.get_tokenizer()
 for line in sys.stdin:
     job = json.loads(line)
@@ -578,12 +578,13 @@ def test_a_failed_page_keeps_the_old_page(files, results):
 @pytest.fixture(scope="module")
 def api():
     import finetune_senses
+    import interventions
     import senses
     from tokenizer import get_tokenizer
     torch.manual_seed(0)
     model = Backpack(BackpackConfig(block_size=16, n_layer=1, n_head=2, n_embd=16, num_senses=4)).eval()
     gpt = Backpack(BackpackConfig(block_size=16, n_layer=1, n_head=2, n_embd=16, num_senses=0)).eval()
-    return SimpleNamespace(model=model, gpt=gpt, enc=get_tokenizer(), senses=senses, ft=finetune_senses,
+    return SimpleNamespace(model=model, gpt=gpt, enc=get_tokenizer(), senses=senses, interventions=interventions, ft=finetune_senses,
                            idx=torch.tensor([[464, 15849, 531, 326]]))
 
 
@@ -617,18 +618,18 @@ API_CASES = [  # (what, a call of api, the exception, a fragment of its message)
     ("a sense table of a padding row", lambda a: a.senses.sense_table(a.model, a.enc, 50263), ValueError,
      "token id 50263 is no word"),
     ("a sense table of a word as a str", lambda a: a.senses.sense_table(a.model, a.enc, "nurse"), TypeError, "str"),
-    ("scale a sense by nan", lambda a: a.senses.scale_sense(a.model, 5, {0: float("nan")}), ValueError,
+    ("scale a sense by nan", lambda a: a.interventions.scale_sense(a.model, 5, {0: float("nan")}), ValueError,
      "a factor must be a finite number, not nan"),
-    ("scale a sense named by a str", lambda a: a.senses.scale_sense(a.model, 5, {"0": 0.0}), ValueError,
+    ("scale a sense named by a str", lambda a: a.interventions.scale_sense(a.model, 5, {"0": 0.0}), ValueError,
      "sense '0' is out of range"),
-    ("scale senses given as a list", lambda a: a.senses.scale_sense(a.model, 5, [0.0]), TypeError,
+    ("scale senses given as a list", lambda a: a.interventions.scale_sense(a.model, 5, [0.0]), TypeError,
      "factors must be a dict {sense: factor}"),
-    ("scale a sense of a Transformer", lambda a: a.senses.scale_sense(a.gpt, 5, {0: 0.0}), ValueError,
+    ("scale a sense of a Transformer", lambda a: a.interventions.scale_sense(a.gpt, 5, {0: 0.0}), ValueError,
      "this model has no senses"),
-    ("topic control of a Transformer", lambda a: a.senses.topic_control(a.gpt, a.enc, "food"), ValueError,
+    ("topic control of a Transformer", lambda a: a.interventions.topic_control(a.gpt, a.enc, "food"), ValueError,
      "this model has no senses"),
-    ("an empty topic", lambda a: a.senses.topic_control(a.model, a.enc, []), ValueError, "bag of words is empty"),
-    ("gender bias with no prompts", lambda a: a.senses.gender_bias(a.model, a.enc, templates=[]), ValueError,
+    ("an empty topic", lambda a: a.interventions.topic_control(a.model, a.enc, []), ValueError, "bag of words is empty"),
+    ("gender bias with no prompts", lambda a: a.interventions.gender_bias(a.model, a.enc, templates=[]), ValueError,
      "no prompts"),
     ("sense health of a short text", lambda a: a.senses.sense_health(a.model, [1, 2, 3]), ValueError,
      "the text is 3 tokens, less than a window of block_size=16"),
@@ -637,7 +638,7 @@ API_CASES = [  # (what, a call of api, the exception, a fragment of its message)
      "top must be at least 1"),
     ("save_pretrained to ''", lambda a: __import__("pretrained").save_pretrained(a.model, ""), ValueError,
      "the path is empty"),
-    ("a knowledge edit to a padding row", lambda a: a.senses.edit_knowledge(a.model, 5, 7, -1), ValueError,
+    ("a knowledge edit to a padding row", lambda a: a.interventions.edit_knowledge(a.model, 5, 7, -1), ValueError,
      "token ids must be in [0, 50264)"),
 ]
 
@@ -651,7 +652,7 @@ def test_the_python_api_misused_says_what_is_wrong(api, case):
 
 
 def test_gender_bias_takes_one_profession_as_a_word_not_its_letters(api):
-    _, _, used, _ = api.senses.gender_bias(api.model, api.enc, sense=1, professions="nurse")
+    _, _, used, _ = api.interventions.gender_bias(api.model, api.enc, sense=1, professions="nurse")
     assert used == ["nurse"]
 
 

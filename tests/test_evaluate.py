@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 import evaluate
 from backpack import Backpack, BackpackConfig
+from conftest import REPO
 
-REPO = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture(scope="module")

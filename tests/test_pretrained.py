@@ -17,7 +17,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import common
 from backpack import Backpack, BackpackConfig
 from pretrained import load, read_safetensors, save_pretrained
 
@@ -565,8 +564,8 @@ class Server:
 @pytest.fixture
 def serve(tmp_path, monkeypatch):
     servers = []
-    monkeypatch.setattr(common, "RETRY_SLEEP", 0.0)
-    monkeypatch.setattr(common, "DOWNLOAD_CHUNK", 1024)  # a cut connection keeps what arrived: files here are small
+    monkeypatch.setattr("files.RETRY_SLEEP", 0.0)
+    monkeypatch.setattr("files.DOWNLOAD_CHUNK", 1024)  # a cut connection keeps what arrived: files here are small
     monkeypatch.setenv("BACKPACK_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
 

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+import interventions
 import senses
 from backpack import GPT2_VOCAB, Backpack, BackpackConfig
+from conftest import REPO
 
 
-REPO = os.path.dirname(os.path.abspath(__file__))
 
 
 def tiny_model(seed=0, **kw):
@@ -71,7 +72,7 @@ def test_scale_sense_equals_scaling_alpha_at_the_words_positions():
         alpha[:, 2, :, j] *= 0.3
         alpha[:, 0, :, j] *= 0.0
     expected, _ = model(idx, sense_weights=alpha)
-    senses.scale_sense(model, 5, {2: 0.3, 0: 0.0})
+    interventions.scale_sense(model, 5, {2: 0.3, 0: 0.0})
     got, _ = model(idx)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     # persistent: cached generation sees the edit too (greedy, so both runs are deterministic)
@@ -80,11 +81,11 @@ def test_scale_sense_equals_scaling_alpha_at_the_words_positions():
         logits, _ = model(out[:, :t])
         assert out[0, t] == logits[0, -1, :GPT2_VOCAB].argmax()
     with pytest.raises(ValueError, match="sense 4 is out of range"):
-        senses.scale_sense(model, 5, {4: 0.0})
+        interventions.scale_sense(model, 5, {4: 0.0})
     with pytest.raises(ValueError, match="sense -1 is out of range"):  # it would silently scale the last sense
-        senses.scale_sense(model, 5, {-1: 0.0})
+        interventions.scale_sense(model, 5, {-1: 0.0})
     with pytest.raises(ValueError, match="sense 1.5 is out of range"):  # it would scale none
-        senses.scale_sense(model, 5, {1.5: 0.0})
+        interventions.scale_sense(model, 5, {1.5: 0.0})
 
 
 def test_edit_knowledge_formula_on_hand_made_vectors():
@@ -95,7 +96,7 @@ def test_edit_knowledge_formula_on_hand_made_vectors():
         model.wte.weight[new] = torch.tensor([0, 1.0, 0, 0, 0, 0, 0, 0])   # |e_a|^2 = 1
     hand = torch.tensor([[3.0, 5, 7, 0, 0, 0, 0, 1], [-2.0, 0, 0, 1, 0, 0, 0, 0]])
     model.edit_senses(word, lambda s: hand.clone())
-    got = senses.edit_knowledge(model, word, old, new)
+    got = interventions.edit_knowledge(model, word, old, new)
     # sense 0: c = 3*2/4 = 1.5; C' = C - 1.5*e_r + 1.5*e_a*4/1 = [3-3, 5+6, 7, 0, 0, 0, 0, 1]
     # sense 1: c = -2*2/4 = -1; C' = C + e_r - 4*e_a = [0, -4, 0, 1, 0, 0, 0, 0]
     expected = torch.tensor([[0.0, 11, 7, 0, 0, 0, 0, 1], [0.0, -4, 0, 1, 0, 0, 0, 0]])
@@ -106,7 +107,7 @@ def test_edit_knowledge_formula_on_hand_made_vectors():
     torch.testing.assert_close(expected @ E[new], hand @ E[new] + hand @ E[old])
     torch.testing.assert_close(expected @ E[old], torch.zeros(2))
     with pytest.raises(ValueError, match=r"token ids must be in \[0, 64\)"):  # -1 would be a padding row
-        senses.edit_knowledge(model, word, -1, new)
+        interventions.edit_knowledge(model, word, -1, new)
 
 
 # 3. Spearman
@@ -159,9 +160,9 @@ def test_similarity_eval_by_hand(enc):
 def test_gender_bias_machinery(enc):
     model = gpt2_model()
     professions, templates = ["nurse", "CEO", "hairdresser"], ["My {} said that", "The {} was with the car. When"]
-    senses.scale_sense(model, enc.encode(" the")[0], {0: 0.5})  # an edit of the user's own: kept as it was
+    interventions.scale_sense(model, enc.encode(" the")[0], {0: 0.5})  # an edit of the user's own: kept as it was
     saved = {k: v.clone() for k, v in model.sense_edits.items()}
-    before, after, used, skipped = senses.gender_bias(model, enc, sense=1, factor=0.0, professions=professions,
+    before, after, used, skipped = interventions.gender_bias(model, enc, sense=1, factor=0.0, professions=professions,
                                                       templates=templates)
     assert skipped == ["hairdresser"] and used == ["nurse", "CEO"]
     he, she = enc.encode(" he")[0], enc.encode(" she")[0]
@@ -183,12 +184,12 @@ def test_gender_bias_machinery(enc):
     for k in saved:
         torch.testing.assert_close(model.sense_edits[k], saved[k])
     with pytest.raises(ValueError, match="sense 10 is out of range"):
-        senses.gender_bias(model, enc, sense=10)
+        interventions.gender_bias(model, enc, sense=10)
 
 
 def test_default_bias_setting_is_the_papers(enc):
-    prompts, skipped = senses.bias_prompts(enc)
-    assert len(senses.PROFESSIONS) == 40 and len(senses.BIAS_PROMPTS) == 13
+    prompts, skipped = interventions.bias_prompts(enc)
+    assert len(interventions.PROFESSIONS) == 40 and len(interventions.BIAS_PROMPTS) == 13
     assert len(prompts) == 13 * (40 - len(skipped)) and "nurse" not in skipped and len(skipped) < 20
 
 
@@ -196,15 +197,15 @@ def test_default_bias_setting_is_the_papers(enc):
 
 
 def test_parse_specs():
-    assert senses.parse_scale("nurse:10=0") == ("nurse", {10: 0.0})
-    assert senses.parse_scale("New York:3=0.5,1=2") == ("New York", {3: 0.5, 1: 2.0})
-    assert senses.parse_edit("MacBook:Apple->HP") == ("MacBook", "Apple", "HP")
+    assert interventions.parse_scale("nurse:10=0") == ("nurse", {10: 0.0})
+    assert interventions.parse_scale("New York:3=0.5,1=2") == ("New York", {3: 0.5, 1: 2.0})
+    assert interventions.parse_edit("MacBook:Apple->HP") == ("MacBook", "Apple", "HP")
     for bad in ("nurse", "nurse:10", "nurse:x=1", ":10=0", "nurse:10=abc"):
         with pytest.raises(ValueError, match="--scale"):
-            senses.parse_scale(bad)
+            interventions.parse_scale(bad)
     for bad in ("MacBook", "MacBook:Apple", "MacBook:->HP", ":Apple->HP"):
         with pytest.raises(ValueError, match="--edit"):
-            senses.parse_edit(bad)
+            interventions.parse_edit(bad)
 
 
 def test_apply_interventions(enc):
@@ -215,7 +216,7 @@ def test_apply_interventions(enc):
     assert len(nurse) == len(mac) == 1 and len(pad) == 2  # ' Think' + 'Pad'
     idx = torch.tensor([nurse + mac + pad])
     original = model.senses(idx)[0]
-    senses.apply_interventions(model, enc, scale=["nurse:1=0,2=3"], edit=["MacBook:Apple->HP", "ThinkPad:Lenovo->HP"],
+    interventions.apply_interventions(model, enc, scale=["nurse:1=0,2=3"], edit=["MacBook:Apple->HP", "ThinkPad:Lenovo->HP"],
                                log=notes.append)
     got = model.senses(idx)[0]
     torch.testing.assert_close(got[1, 0], torch.zeros(16))
@@ -229,48 +230,48 @@ def test_apply_interventions(enc):
         torch.testing.assert_close(got[:, j], expected)
     assert notes == ["note: --edit: ' ThinkPad' is 2 subwords (' Think' + 'Pad'); applied to each"]
     with pytest.raises(ValueError, match="must be one token"):
-        senses.apply_interventions(model, enc, edit=["MacBook:Apple->Hewlettpackardish"])
+        interventions.apply_interventions(model, enc, edit=["MacBook:Apple->Hewlettpackardish"])
     with pytest.raises(ValueError, match="out of range"):
-        senses.apply_interventions(model, enc, scale=["nurse:4=0"])
+        interventions.apply_interventions(model, enc, scale=["nurse:4=0"])
     with pytest.raises(ValueError, match="--scale"):
-        senses.apply_interventions(model, enc, scale=["  :1=0"])
+        interventions.apply_interventions(model, enc, scale=["  :1=0"])
     with pytest.raises(ValueError, match="this model has none"):  # the matched Transformer
-        senses.apply_interventions(gpt2_model(num_senses=0), enc, topic="food")
+        interventions.apply_interventions(gpt2_model(num_senses=0), enc, topic="food")
 
 
 def test_topic_boost_bands():
     scores = torch.arange(100, dtype=torch.float32).reshape(25, 4)
-    mult = senses.topic_boosts(scores, 2).flatten()
+    mult = interventions.topic_boosts(scores, 2).flatten()
     assert (mult == 2.2).sum() == 20 and (mult[95:] == 2.2).all() and (mult[80:95] == 2.2).all()
     assert (mult[60:80] == 1.5).all() and (mult[:60] == 1).all()
-    mult = senses.topic_boosts(scores, 3).flatten()
+    mult = interventions.topic_boosts(scores, 3).flatten()
     assert (mult[80:] == 3.3).all() and (mult[60:80] == 3.0).all()
-    mult = senses.topic_boosts(torch.zeros(10, 4), 1)  # no topic mass anywhere: nothing is boosted
+    mult = interventions.topic_boosts(torch.zeros(10, 4), 1)  # no topic mass anywhere: nothing is boosted
     assert (mult == 1).all()
 
 
 def test_topic_control(enc):
     model = gpt2_model()
-    bag, missing = senses.topic_bag(enc, ["food", "dining", "xqzvbnmw"])
+    bag, missing = interventions.topic_bag(enc, ["food", "dining", "xqzvbnmw"])
     assert enc.encode(" food")[0] in bag and enc.encode(" Food")[0] in bag and missing == ["xqzvbnmw"]
     candidates = list(range(300))
-    scores = senses.topic_scores(model, bag, candidates, max_floats=1 << 20)  # several chunks
+    scores = interventions.topic_scores(model, bag, candidates, max_floats=1 << 20)  # several chunks
     # one word by hand: positive mass on the bag over the max of E C(x)_l
     v = senses.sense_vocab_scores(model, 123)
     expected = v[:, bag].clamp(min=0).sum(1) / v.max(1).values
     torch.testing.assert_close(scores[123], torch.where(v.max(1).values > 0, expected, 0))
     before = model.senses(torch.tensor([candidates]))[0]
     notes = []
-    n = senses.topic_control(model, enc, ["food", "dining"], strength=3, topic_vocab=300, log=notes.append)
-    mult = senses.topic_boosts(scores, 3)
+    n = interventions.topic_control(model, enc, ["food", "dining"], strength=3, topic_vocab=300, log=notes.append)
+    mult = interventions.topic_boosts(scores, 3)
     assert n == int((mult != 1).any(1).sum()) > 0
     after = model.senses(torch.tensor([candidates]))[0]
     torch.testing.assert_close(after, before * mult.T[:, :, None])
     assert any("no annealing" in m for m in notes)
     with pytest.raises(ValueError, match="strength"):
-        senses.topic_control(model, enc, ["food"], strength=4)
+        interventions.topic_control(model, enc, ["food"], strength=4)
     with pytest.raises(ValueError, match="bag of words is empty"):
-        senses.topic_control(model, enc, ["xqzvbnmw"], topic_vocab=10, log=notes.append)
+        interventions.topic_control(model, enc, ["xqzvbnmw"], topic_vocab=10, log=notes.append)
 
 
 # 6. the command line on a small checkpoint in train.py's format
@@ -332,7 +333,7 @@ def test_cli_similarity_and_bias(capsys, ckpt_dir, tmp_path, enc):
     lines = out.splitlines()
     assert lines[0].startswith("gender bias: mean over 30 professions x 13 prompts")  # 10 are several tokens
     assert lines[2].startswith("  unmodified: ") and lines[3].startswith("  each profession's sense 2 removed: ")
-    before, after, _, _ = senses.gender_bias(Backpack.from_pretrained(ckpt_dir), enc, sense=2)
+    before, after, _, _ = interventions.gender_bias(Backpack.from_pretrained(ckpt_dir), enc, sense=2)
     assert float(lines[2].split()[1]) == pytest.approx(before, abs=1e-3)
     assert float(lines[3].split()[5]) == pytest.approx(after, abs=1e-3)
 

@@ -17,12 +17,12 @@ import threading
 import numpy as np
 import pytest
 
-import common
 import prepare
 import tokenizer
+from files import download
 from tokenizer import EOT, get_tokenizer
+from conftest import REPO
 
-REPO = os.path.dirname(os.path.abspath(__file__))
 
 
 def read_docs(path):
@@ -130,7 +130,7 @@ def test_disk_full_leaves_nothing(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
 
     real_open = open
-    monkeypatch.setattr(common, "open", lambda p, mode="r", *a, **k: FullDisk(p, "w") if str(p).endswith(".tmp")
+    monkeypatch.setattr("files.open", lambda p, mode="r", *a, **k: FullDisk(p, "w") if str(p).endswith(".tmp")
                         else real_open(p, mode, *a, **k), raising=False)
     with pytest.raises(OSError, match=f"disk full while writing {tmp_path}/brown/train.bin: free some space"):
         prepare.main([f"--data_dir={tmp_path}"])
@@ -229,8 +229,8 @@ def owt_server(monkeypatch):
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setattr(common, "RETRY_SLEEP", 0.0)
-    monkeypatch.setattr(common, "DOWNLOAD_CHUNK", 1024)  # the fake shards are ~10 KB
+    monkeypatch.setattr("files.RETRY_SLEEP", 0.0)
+    monkeypatch.setattr("files.DOWNLOAD_CHUNK", 1024)  # the fake shards are ~10 KB
     state["url"] = f"http://127.0.0.1:{server.server_address[1]}/owt"
     yield state
     server.shutdown()
@@ -290,21 +290,21 @@ def test_download_wrong_size_and_corrupt_shard(tmp_path, owt_server):
     owt_server["lie_size"].add("/owt/liar.tar")
     dest = str(tmp_path / "liar.tar")
     with pytest.raises(ConnectionError, match=r"failed 5 times in a row \(connection cut \(.*100 more expected\)\)"):
-        common.download(owt_server["url"] + "/liar.tar", dest)
+        download(owt_server["url"] + "/liar.tar", dest)
     assert not os.path.exists(dest) and os.path.getsize(dest + ".part") < 5000
     # the file changes size between a cut and the resume: caught, not spliced together
     owt_server["files"]["/owt/moving.tar"] = b"y" * 5000
     owt_server["cut_once"].add("/owt/moving.tar")
     owt_server["after_cut"]["/owt/moving.tar"] = b"z" * 7000
     with pytest.raises(ValueError, match=r"changed size during the download \(5,000 -> 7,000 bytes\)"):
-        common.download(owt_server["url"] + "/moving.tar", str(tmp_path / "moving.tar"))
+        download(owt_server["url"] + "/moving.tar", str(tmp_path / "moving.tar"))
     assert not os.path.exists(tmp_path / "moving.tar")
     # a complete .part from an interrupted run is recognised (416); a stale longer one is started over
     owt_server["files"]["/owt/done.tar"], owt_server["files"]["/owt/stale.tar"] = b"d" * 3000, b"t" * 3000
     (tmp_path / "done.tar.part").write_bytes(b"d" * 3000)
     (tmp_path / "stale.tar.part").write_bytes(b"s" * 9000)
     for name, want in (("done.tar", b"d" * 3000), ("stale.tar", b"t" * 3000)):
-        common.download(owt_server["url"] + "/" + name, str(tmp_path / name))
+        download(owt_server["url"] + "/" + name, str(tmp_path / name))
         assert (tmp_path / name).read_bytes() == want and not os.path.exists(tmp_path / (name + ".part"))
     # a download that completes but is not a tar: a clear error, and it is deleted for a fresh try
     owt_server["files"]["/owt/subsets/urlsf_subset02.tar"] = b"not a tar file at all" * 100

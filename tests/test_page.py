@@ -1,6 +1,6 @@
 """The page of `senses.py --context TEXT --html FILE`: the numbers it embeds (from the same functions as senses.py's
 text output), its size, and the page itself in a real browser (headless Chromium with selenium; those tests skip
-where either is missing). `python test_page.py MODEL OUT.png` takes the README's screenshot the same way."""
+where either is missing). `python tests/test_page.py MODEL OUT.png` takes the README's screenshot the same way."""
 
 import base64
 import gzip
@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import conftest  # noqa: F401 (the repository's modules, when this runs as a script)
 import senses
 from backpack import Backpack, BackpackConfig
 
@@ -213,7 +214,7 @@ def test_markup_in_the_text_stays_text_in_a_real_browser(run_dir, tmp_path):
         driver.quit()
 
 
-if __name__ == "__main__":  # python test_page.py MODEL OUT.png: the README's screenshot, by the same browser
+if __name__ == "__main__":  # python tests/test_page.py MODEL OUT.png: the README's screenshot, by the same browser
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from pretrained import load
