@@ -9,7 +9,8 @@ from conftest import REPO
 
 
 def tiny_config(**kw):
-    args = dict(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32, num_senses=4, dropout=0.0)
+    args = dict(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32, num_senses=4,
+                dropout=0.0)
     args.update(kw)
     return BackpackConfig(**args)
 
@@ -19,7 +20,7 @@ def tiny_model(seed=0, **kw):
     return Backpack(tiny_config(**kw)).eval()
 
 
-def num_params(model):  # the tied embedding / output projection once, the position embeddings included
+def num_params(model):  # the tied embedding / output projection once, position embeddings included
     return sum(p.numel() for p in model.parameters())
 
 
@@ -30,19 +31,20 @@ def num_params(model):  # the tied embedding / output projection once, the posit
     (384, 6, 6, 16, 41_659_776),      # micro
     (640, 8, 8, 16, 103_856_000),     # mini
     (768, 12, 12, 16, 170_083_584),   # small = backpack-gpt2
-    (768, 12, 12, 0, 124_051_968),    # its matched Transformer (GPT-2 124M with 512 positions, V=50264)
+    (768, 12, 12, 0, 124_051_968),    # its matched Transformer (GPT-2 124M, 512 positions, V=50264)
 ])
 def test_parameter_counts(n_embd, n_layer, n_head, num_senses, expected):
     with torch.device("meta"):
-        model = Backpack(BackpackConfig(n_embd=n_embd, n_layer=n_layer, n_head=n_head, num_senses=num_senses))
+        model = Backpack(BackpackConfig(n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+                                        num_senses=num_senses))
     assert num_params(model) == expected
 
 
 @pytest.mark.parametrize("d,L", [(384, 6), (640, 8), (768, 12)])
 def test_matched_transformer_counts_follow_the_gpt2_formula(d, L):
-    # wte + wpe + per layer (qkv, proj, fc, proj weights 12d^2; their biases 9d; two LayerNorms 4d) + ln_f.
-    # (The spec's table lists 30,150,144 and 71,891,840 for micro and mini: 12d and 9d more than this
-    # formula, which no consistent change to GPT-2 explains; small's 124,051,968 agrees with it.)
+    # wte + wpe + per layer (qkv, proj, fc, proj weights 12d^2; their biases 9d; two LayerNorms 4d)
+    # + ln_f. (The spec's table lists 30,150,144 and 71,891,840 for micro and mini: 12d and 9d more
+    # than this formula, which no consistent change to GPT-2 explains; small's 124,051,968 agrees.)
     with torch.device("meta"):
         model = Backpack(BackpackConfig(n_embd=d, n_layer=L, n_head=4, num_senses=0))
     assert num_params(model) == 50264 * d + 512 * d + L * (12 * d * d + 13 * d) + 2 * d
@@ -50,8 +52,9 @@ def test_matched_transformer_counts_follow_the_gpt2_formula(d, L):
 
 def test_defaults_are_backpack_gpt2():
     c = BackpackConfig()
-    assert (c.block_size, c.vocab_size, c.n_layer, c.n_head, c.n_embd, c.num_senses, c.sense_intermediate_scale,
-            c.bias, c.layer_norm_eps) == (512, 50264, 12, 12, 768, 16, 4, True, 1e-5)
+    got = (c.block_size, c.vocab_size, c.n_layer, c.n_head, c.n_embd, c.num_senses,
+           c.sense_intermediate_scale, c.bias, c.layer_norm_eps)
+    assert got == (512, 50264, 12, 12, 768, 16, 4, True, 1e-5)
 
 
 # 2. causality
@@ -101,7 +104,8 @@ def test_deduplicated_senses_match_the_plain_path_in_loss_and_gradients(device):
     results = []
     for dedup in (False, True):
         model.zero_grad()
-        logits = F.linear(model.weighted_sum(model.sense_weights(idx), model.senses(idx, dedup=dedup)), model.wte.weight)
+        sense_weights, senses = model.sense_weights(idx), model.senses(idx, dedup=dedup)
+        logits = F.linear(model.weighted_sum(sense_weights, senses), model.wte.weight)
         loss = F.cross_entropy(logits.view(-1, 64), targets.view(-1))
         loss.backward()
         results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
@@ -118,7 +122,8 @@ def test_deduplicated_senses_give_the_same_gradients_every_run():
     # a resumed run must replay the uninterrupted one exactly: the gather's backward may not use
     # order-dependent parallel accumulation (it did with senses[where] on 2 CPU threads)
     torch.manual_seed(0)
-    model = Backpack(BackpackConfig(block_size=128, vocab_size=4096, n_layer=1, n_head=4, n_embd=128, num_senses=16))
+    model = Backpack(BackpackConfig(block_size=128, vocab_size=4096, n_layer=1, n_head=4,
+                                    n_embd=128, num_senses=16))
     idx = torch.randint(0, 2000, (8, 128))
     grads = []
     for _ in range(3):
@@ -194,7 +199,8 @@ def test_cached_prefill_matches_forward():
     model = tiny_model()
     idx = torch.randint(0, 64, (3, 16))
     cache = model.new_cache()
-    chunked = torch.cat([model.forward_cached(idx[:, :6], cache), model.forward_cached(idx[:, 6:11], cache),
+    chunked = torch.cat([model.forward_cached(idx[:, :6], cache),
+                         model.forward_cached(idx[:, 6:11], cache),
                          model.forward_cached(idx[:, 11:], cache)], dim=1)
     torch.testing.assert_close(chunked, model(idx)[0], rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="exceed block_size"):
@@ -214,13 +220,15 @@ def test_generate_at_extreme_temperatures():
     model = tiny_model()
     x = torch.zeros(3, 2, dtype=torch.long)
     torch.manual_seed(1)  # a tiny temperature is greedy, not an overflow to nan
-    assert torch.equal(model.generate(x, 10, temperature=1e-30), model.generate(x, 10, temperature=0))
+    assert torch.equal(model.generate(x, 10, temperature=1e-30),
+                       model.generate(x, 10, temperature=0))
     assert model.generate(x, 10, temperature=1e30).shape == (3, 12)  # a huge one: every token alike
 
 
 @pytest.mark.parametrize("top_p,top_k", [(0.5, None), (0.9, None), (0.3, 5), (1.0, None)])
 def test_top_p_samples_only_from_the_nucleus(top_p, top_k):
-    # the nucleus: the fewest most likely tokens whose probabilities add up to top_p (after temperature and top_k)
+    # the nucleus: the fewest most likely tokens whose probabilities add up to top_p
+    # (after temperature and top_k)
     model = tiny_model(vocab_size=GPT2_VOCAB + 7, n_embd=16)
     prompt = torch.randint(0, 200, (64, 3), generator=torch.Generator().manual_seed(0))
     torch.manual_seed(2)
@@ -229,7 +237,8 @@ def test_top_p_samples_only_from_the_nucleus(top_p, top_k):
     if top_k:
         logits[logits < logits.topk(top_k).values[:, [-1]]] = float("-inf")
     p, order = logits.softmax(-1).sort(descending=True)
-    size = ((p.cumsum(-1) - p) < top_p).sum(-1)  # tokens until the mass reaches top_p, the one reaching it included
+    # tokens until the mass reaches top_p, the one reaching it included
+    size = ((p.cumsum(-1) - p) < top_p).sum(-1)
     for row in range(64):
         assert out[row, -1] in order[row, :size[row]].tolist()
     assert size.min() >= 1 and (top_p == 1.0 or (size < GPT2_VOCAB).all())
@@ -286,7 +295,7 @@ def test_scaling_a_sense_by_one_changes_nothing():
 
 
 def test_scaling_a_sense_equals_scaling_its_weights():
-    # the paper's two views of an intervention: scale C(x)_l, or scale alpha[:, l, :, j] where x sits
+    # the paper's two views of an intervention: scale C(x)_l, or alpha[:, l, :, j] where x sits
     model = tiny_model()
     idx = torch.tensor([[4, 8, 15, 16, 23, 42, 8]])
     alpha = model.sense_weights(idx)
@@ -328,12 +337,13 @@ def test_loss_ignores_minus_one_targets():
     y2 = y.clone()
     y2[:, :3] = -1
     _, loss2 = model(x, y2)
-    torch.testing.assert_close(loss2, F.cross_entropy(logits[:, 3:].reshape(-1, 64), y[:, 3:].reshape(-1)))
+    torch.testing.assert_close(loss2, F.cross_entropy(logits[:, 3:].reshape(-1, 64),
+                                                      y[:, 3:].reshape(-1)))
     assert not torch.allclose(loss, loss2)
-    # inputs and targets sliced from one (B, T+1) tensor, as a data loader makes them: not contiguous
+    # inputs and targets sliced from one (B, T+1) tensor as a data loader makes them: not contiguous
     xy = torch.cat([x, y[:, -1:]], dim=1)
-    torch.testing.assert_close(model(xy[:, :-1], xy[:, 1:])[1], F.cross_entropy(logits.reshape(-1, 64),
-                                                                              xy[:, 1:].reshape(-1)))
+    torch.testing.assert_close(model(xy[:, :-1], xy[:, 1:])[1],
+                               F.cross_entropy(logits.reshape(-1, 64), xy[:, 1:].reshape(-1)))
 
 
 def test_weight_decay_only_on_linear_weights():
@@ -341,8 +351,9 @@ def test_weight_decay_only_on_linear_weights():
     opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.999), "cpu")
     decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     names = {id(p): n for n, p in model.named_parameters()}
-    assert {names[i] for i in decayed} == {n for n, p in model.named_parameters()
-                                           if n.endswith(".weight") and p.dim() == 2 and not n.startswith("w")}
+    expected = {n for n, p in model.named_parameters()
+                if n.endswith(".weight") and p.dim() == 2 and not n.startswith("w")}
+    assert {names[i] for i in decayed} == expected
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
 
 
@@ -351,7 +362,8 @@ def test_init_follows_the_recipe():
     model = Backpack(BackpackConfig(n_layer=8, n_embd=256, n_head=4, num_senses=4, vocab_size=1000))
     assert abs(model.wte.weight.std().item() - 0.02) < 1e-3
     assert abs(model.h[0].mlp.c_fc.weight.std().item() - 0.02) < 1e-3
-    assert abs(model.sense_network.final_mlp.c_proj.weight.std().item() - 0.02 / 4) < 2e-4  # sqrt(2*8) = 4
+    # sqrt(2 * n_layer) = sqrt(16) = 4
+    assert abs(model.sense_network.final_mlp.c_proj.weight.std().item() - 0.02 / 4) < 2e-4
     assert abs(model.h[3].attn.c_proj.weight.std().item() - 0.02 / 4) < 2e-4
     assert torch.all(model.h[0].attn.c_attn.bias == 0) and torch.all(model.ln_f.weight == 1)
 
@@ -372,7 +384,8 @@ def test_flops_per_token_ratio_to_matched_transformer():
 def test_flash_attention_bf16_agrees_with_float32():
     from torch.nn.attention import SDPBackend, sdpa_kernel
     torch.manual_seed(0)
-    config = BackpackConfig(block_size=256, vocab_size=512, n_layer=4, n_head=4, n_embd=256, num_senses=4)
+    config = BackpackConfig(block_size=256, vocab_size=512, n_layer=4, n_head=4, n_embd=256,
+                            num_senses=4)
     model = Backpack(config).cuda().eval()
     idx = torch.randint(0, 512, (4, 256), device="cuda")
     with torch.no_grad():
@@ -389,7 +402,8 @@ def test_flash_attention_bf16_agrees_with_float32():
 
 @pytest.mark.parametrize("kw,message", [
     (dict(n_embd=30, n_head=4), "n_embd=30 must be divisible by n_head=4"),
-    (dict(n_embd=32, n_head=2, num_senses=6), "n_embd=32 must be divisible by n_head=2 and by num_senses=6"),
+    (dict(n_embd=32, n_head=2, num_senses=6),
+     "n_embd=32 must be divisible by n_head=2 and by num_senses=6"),
     (dict(n_layer=0), "int sizes >= 1"),
     (dict(n_layer=-1), "int sizes >= 1"),  # would build a model with no layers at all
     (dict(sense_intermediate_scale=0), "int sizes >= 1"),  # senses would be the bias alone
@@ -428,7 +442,8 @@ def test_bad_inputs():
         model.edit_senses(64, lambda s: s)
     assert model.training  # a failed edit leaves the model's mode as it was
     model.eval()
-    with pytest.raises(ValueError, match=r"the edit must return a \(4, 32\) tensor"):  # (32,) would broadcast
+    # (32,) would broadcast
+    with pytest.raises(ValueError, match=r"the edit must return a \(4, 32\) tensor"):
         model.edit_senses(3, lambda s: s[0])
     with pytest.raises(ValueError, match=r"the edit must return a \(4, 32\) tensor"):
         model.edit_senses(3, lambda s: None)
@@ -436,16 +451,19 @@ def test_bad_inputs():
         model(torch.zeros(0, 4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"shape \(batch, time\)"):  # a 1-D prompt
         model.generate(torch.zeros(4, dtype=torch.long), 3)
-    for kw in (dict(temperature=-1.0), dict(temperature=float("inf")), dict(top_k=-5), dict(max_new_tokens=-1),
-               dict(top_p=0.0), dict(top_p=1.5)):
-        with pytest.raises(ValueError, match=r"temperature, top_k, max_new_tokens must be >= 0, top_p in \(0, 1\]"):
+    for kw in (dict(temperature=-1.0), dict(temperature=float("inf")), dict(top_k=-5),
+               dict(max_new_tokens=-1), dict(top_p=0.0), dict(top_p=1.5)):
+        with pytest.raises(ValueError, match=r"temperature, top_k, max_new_tokens must be >= 0, "
+                                             r"top_p in \(0, 1\]"):
             model.generate(torch.zeros(1, 4, dtype=torch.long), **{"max_new_tokens": 3, **kw})
     transformer = tiny_model(num_senses=0)
-    for call in (lambda: transformer.senses(torch.tensor([[1, 2]])), lambda: transformer.sense_weights(torch.tensor([[1]])),
+    for call in (lambda: transformer.senses(torch.tensor([[1, 2]])),
+                 lambda: transformer.sense_weights(torch.tensor([[1]])),
                  lambda: transformer.edit_senses(3, lambda s: s)):
         with pytest.raises(AssertionError, match="no senses"):
             call()
-    with pytest.raises(ValueError, match=r"token ids must be in \[0, 64\)"):  # the cached path checks too
+    # the cached path checks too
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 64\)"):
         transformer.generate(torch.tensor([[1, 64]]), 2)
 
 
@@ -454,7 +472,8 @@ def test_inputs_users_pass_that_work():
     idx = torch.randint(0, 64, (2, 8))
     # int32 ids and targets, as numpy uint16 data often becomes
     torch.testing.assert_close(model(idx.int(), idx.int())[1], model(idx, idx)[1], rtol=0, atol=0)
-    assert model.generate(idx, 3, top_k=0).shape == (2, 11)  # top_k=0: every token, as sample.py documents
+    # top_k=0: every token, as sample.py documents
+    assert model.generate(idx, 3, top_k=0).shape == (2, 11)
     assert torch.equal(model.generate(idx, 0), idx)
     # a token id given as a 0-d tensor edits that word (the edits are keyed by int)
     before, _ = model(idx)
@@ -484,7 +503,8 @@ import os, sys, torch
 from backpack import Backpack, BackpackConfig
 assert sys.modules["backpack"].__file__ == os.path.abspath("backpack.py")
 torch.manual_seed(0)
-config = BackpackConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32, num_senses=4, dropout=0.0)
+config = BackpackConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32, num_senses=4,
+                        dropout=0.0)
 model = Backpack(config)
 optimizer = model.configure_optimizers(0.1, 1e-2, (0.9, 0.99), "cpu")
 x = torch.randint(0, 64, (4, 16))
