@@ -3,20 +3,15 @@ Train a Backpack language model (or its matched Transformer, num_senses=0), in n
 
     python train.py                         # the quickstart: a small Backpack on Brown, on a CPU
     python train.py --init_from=resume      # continue the run in out/ exactly where it stopped
-    torchrun --standalone --nproc_per_node=4 train.py
-                                            # the same run on 4 processes: the same optimization
-    torchrun --standalone --nproc_per_node=4 train.py config/train_backpack_small.py
-                                            # the paper's recipe
-    python train.py config/finetune_backpack_gpt2.py
-                                            # fine-tune the released model
+    python train.py config/finetune_backpack_gpt2.py    # fine-tune the released model
     python train.py --help                  # every setting and its default
+    torchrun --standalone --nproc_per_node=4 train.py   # the same optimization, on 4 processes
+    torchrun --standalone --nproc_per_node=4 train.py config/train_backpack_small.py  # the paper
 
-Settings are the dict below; config files and --key=value arguments override them
-(settings.configure). An optimizer step consumes tokens_per_step tokens. batch_size is the most
-sequences a process runs at once; how the step's sequences are shared out over processes and
-gradient-accumulation steps follows, and is printed. A step's sequences are a pure function of
-(seed, step): a resumed run replays the batches of an uninterrupted one, and 1 process or 8 see the
-same batches.
+Settings: the dict below, overridden by config files and --key=value arguments (settings.configure).
+A step consumes tokens_per_step tokens, shared out over processes and micro-batches of at most
+batch_size sequences (the split is printed). A step's sequences are a pure function of (seed, step):
+a resumed run replays the batches of an uninterrupted one, and 1 process or 8 see the same batches.
 """
 
 import contextlib
@@ -45,10 +40,8 @@ from settings import check_allowed, configure, convert, device_and_autocast, one
 settings = dict(
     # -- I/O
     out_dir="out",
-    # steps between estimates of the train/val loss (and at the end), then a checkpoint
-    eval_interval=200,
-    # batches per loss estimate: always the same batches, so estimates are comparable
-    eval_iters=16,
+    eval_interval=200,  # steps between train/val loss estimates (and at the end), then a checkpoint
+    eval_iters=16,  # batches per loss estimate: always the same batches, for comparable estimates
     log_interval=10,
     eval_only=False,  # estimate the losses of the initial model and exit
     always_save_checkpoint=True,  # False: only when the val loss improves (and at the last step)
@@ -74,8 +67,7 @@ settings = dict(
     beta1=0.9,
     beta2=0.99,
     grad_clip=1.0,  # 0 disables clipping
-    # 'linear': warmup, then linear decay to 0 at max_iters (the paper); 'cosine' (to min_lr);
-    # 'constant'
+    # 'linear': warmup, then linear decay to 0 at max_iters (the paper); 'cosine'; 'constant'
     decay_lr="linear",
     warmup_iters=50,
     min_lr=0.0,  # the floor of 'cosine'
@@ -86,47 +78,33 @@ settings = dict(
     compile=False,  # torch.compile the model
     seed=1337,
 )
-# the values allowed: an interval for a number (inf: unbounded), the choices for a string, or the
-# interval of its length
+# allowed: an interval for a number (inf: unbounded), choices for a string, or its length's interval
 allowed = dict(out_dir="[1, inf)", eval_interval="[1, inf)", eval_iters="[1, inf)",
                log_interval="[1, inf)", init_from="[1, inf)", data_dir="[1, inf)",
-               dataset="[1, inf)", tokens_per_step="[1, inf)", batch_size="[1, inf)", block_size="[1, inf)",
-               n_layer="[1, inf)", n_head="[1, inf)", n_embd="[1, inf)", num_senses="[0, inf)",
-               sense_intermediate_scale="[1, inf)", dropout="[0, 1)", learning_rate="(0, inf)",
-               max_iters="[0, inf)", weight_decay="[0, inf)", beta1="[0, 1)", beta2="[0, 1)",
-               grad_clip="[0, inf)", decay_lr=("linear", "cosine", "constant"),
-               warmup_iters="[0, inf)", min_lr="[0, inf)",
-               dtype=("auto", "float32", "bfloat16", "float16"), seed="[0, 1e18]")
+               dataset="[1, inf)", tokens_per_step="[1, inf)", batch_size="[1, inf)",
+               block_size="[1, inf)", n_layer="[1, inf)", n_head="[1, inf)", n_embd="[1, inf)",
+               num_senses="[0, inf)", sense_intermediate_scale="[1, inf)", dropout="[0, 1)",
+               learning_rate="(0, inf)", max_iters="[0, inf)", weight_decay="[0, inf)",
+               beta1="[0, 1)", beta2="[0, 1)", grad_clip="[0, inf)",
+               decay_lr=("linear", "cosine", "constant"), warmup_iters="[0, inf)",
+               min_lr="[0, inf)", dtype=("auto", "float32", "bfloat16", "float16"),
+               seed="[0, 1e18]")
 one_line_errors()
-# given: the settings this command sets
-s, given = configure(settings, allowed, sys.argv[1:], __file__)
+s, given = configure(settings, allowed, sys.argv[1:], __file__)  # given: set by this command
 ckpt_path, ckpt = os.path.join(s["out_dir"], "ckpt.pt"), None
 if s["init_from"] == "resume":
     if not os.path.exists(ckpt_path):
         raise FileNotFoundError(f"--init_from=resume, but {ckpt_path} does not exist; start a "
                                 "run with --init_from=scratch (or set --out_dir)")
-    try:
-        ckpt = read_checkpoint(ckpt_path, mmap=False)
-    # truncated, or not a checkpoint: torch's message is long, and advises weights_only=False
-    except Exception as e:
-        raise ValueError(f"cannot read {ckpt_path} (truncated, or not a train.py checkpoint?): "
-                         f"{type(e).__name__}") from None
-    kinds = dict(model_args=dict, model=dict, optimizer=dict, iter_num=int, best_val_loss=float,
-                 config=dict)
-    if not isinstance(ckpt, dict) or any(not isinstance(ckpt.get(k), kind)
-                                         for k, kind in kinds.items()):
-        raise ValueError(f"{ckpt_path} is not a train.py checkpoint; start a new run in another "
-                         "--out_dir")
-    # a resumed run continues as it was configured: the settings saved with it, except those given
-    # now
+    ckpt = read_checkpoint(ckpt_path, mmap=False, resume=True)  # its entries checked
+    # a resumed run keeps the settings saved with it, except those given now and these:
+    NOT_RESUMED = ("init_from", "out_dir", "device", "dtype")  # this command's and machine's own
     for k, v in ckpt["config"].items():
-        if k in s and k not in given and k not in ("init_from", "out_dir", "device", "dtype"):
+        if k in s and k not in given and k not in NOT_RESUMED:
             s[k] = convert(f"{ckpt_path}: {k}", v, s[k])
     check_allowed(s, allowed)
 globals().update(s)  # the settings as plain names, as in nanoGPT
 config = dict(s)  # saved with every checkpoint
-ARCH_KEYS = ("block_size", "n_layer", "n_head", "n_embd", "num_senses", "sense_intermediate_scale",
-             "bias")
 if decay_lr == "cosine" and min_lr > learning_rate:  # the rate would rise to min_lr
     raise ValueError(f"--min_lr={min_lr} is above --learning_rate={learning_rate}: cosine decay "
                      "would raise the rate")
@@ -153,12 +131,11 @@ def log(*args):
 
 def derive_seed(*parts):
     """A 63-bit seed that is a pure function of parts: how batches and dropout stay reproducible."""
-    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(),
-                          "little") >> 1
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
-# a step's sequences are shared out evenly over the processes, then into micro-batches of at most
-# batch_size
+# a step's sequences are shared out over the processes, then in micro-batches of at most batch_size
 if tokens_per_step % (block_size * world_size):
     unit = block_size * world_size
     raise ValueError(f"tokens_per_step={tokens_per_step:,} is not a multiple of block_size x "
@@ -181,8 +158,7 @@ for split, path in data_path.items():  # Brown is prepared below when neither fi
     if os.path.exists(path):  # uint16 GPT-2 ids, and enough of them for a sequence and its targets
         read_tokens(path, more_than=block_size,
                     need=f"a sequence of block_size={block_size} and its targets")
-# decided by every rank alike
-prepare_brown_first = not any(os.path.exists(p) for p in data_path.values())
+prepare_brown_first = not any(map(os.path.exists, data_path.values()))  # decided by all ranks alike
 if ddp:
     if device_type == "cuda":
         device = f"cuda:{local_rank}"
@@ -200,15 +176,12 @@ if prepare_brown_first:
 torch.backends.cuda.matmul.allow_tf32 = True
 torch.backends.cudnn.allow_tf32 = True
 if device_type == "cpu":
-    # glibc hands big freed blocks (the logits: batch x block_size x 50k floats) back to the OS and
-    # faults them in again on the next step; keeping them makes a CPU step about 1.5x faster. Not
-    # glibc: nothing to do.
+    # glibc hands big freed blocks (the logits, batch x block_size x 50k floats) back to the OS
+    # and faults them in again each step; keeping them makes a CPU step ~1.5x faster (glibc only)
     with contextlib.suppress(OSError):
         libc = ctypes.CDLL("libc.so.6")
-        # M_MMAP_THRESHOLD: blocks up to 1 GiB come from the heap, not fresh mmaps
-        libc.mallopt(-3, 1 << 30)
-        # M_TRIM_THRESHOLD: keep freed heap memory for the next step
-        libc.mallopt(-1, (1 << 31) - 1)
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: blocks up to 1 GiB come from the heap
+        libc.mallopt(-1, (1 << 31) - 1)  # M_TRIM_THRESHOLD: keep freed memory for the next step
         libc.mallopt(-2, 1 << 28)  # M_TOP_PAD: grow the heap in 256 MiB steps
 
 
@@ -219,10 +192,9 @@ def get_batch(split, key, first, count):
     reopened each time: one kept open grows in memory as it is read (nanoGPT's known leak)."""
     data = np.memmap(data_path[split], dtype=np.uint16, mode="r")
     draws = range(first // batch_size, (first + count - 1) // batch_size + 1)
-    ix = torch.cat([torch.randint(len(data) - block_size, (batch_size,),
-                                  generator=torch.Generator().manual_seed(
-                                      derive_seed(seed, split, *key, n)))
-                    for n in draws])[first - draws[0] * batch_size:][:count].tolist()
+    gens = [torch.Generator().manual_seed(derive_seed(seed, split, *key, n)) for n in draws]
+    ix = torch.cat([torch.randint(len(data) - block_size, (batch_size,), generator=g)
+                    for g in gens])[first - draws[0] * batch_size:][:count].tolist()
     x = torch.from_numpy(np.stack([data[i:i + block_size] for i in ix]).astype(np.int64))
     y = torch.from_numpy(np.stack([data[i + 1:i + 1 + block_size] for i in ix]).astype(np.int64))
     if device_type == "cuda":
@@ -235,6 +207,7 @@ def get_batch(split, key, first, count):
 model_args = dict(block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                   num_senses=num_senses, sense_intermediate_scale=sense_intermediate_scale,
                   dropout=dropout, bias=bias)
+ARCH_KEYS = tuple(k for k in model_args if k != "dropout")  # what a resumed run must match
 iter_num, best_val_loss, origin = 0, float("inf"), init_from
 torch.manual_seed(seed)  # the same initial weights on every rank
 if init_from == "scratch":
@@ -242,8 +215,7 @@ if init_from == "scratch":
 elif init_from == "resume":
     log(f"resuming from {ckpt_path}")
     saved, origin = ckpt["model_args"], ckpt.get("origin", "scratch")
-    # a run fine-tuned from a trained model took its architecture from there: only block_size is
-    # this run's
+    # a fine-tuned run took its architecture from the trained model: only block_size is its own
     checked = ARCH_KEYS if origin == "scratch" else ("block_size",)
     if wrong := [f"{k}={saved[k]!r} (the config says {model_args[k]!r})" for k in checked
                  if saved.get(k, model_args[k]) != model_args[k]]:
@@ -251,8 +223,7 @@ elif init_from == "resume":
                          "settings the run started with (its config file), or start a new run in "
                          "another --out_dir")
     if changed := [f"{k} {v!r} -> {config[k]!r}" for k, v in ckpt["config"].items()
-                   if k in given and k not in ("init_from", "out_dir", "device", "dtype")
-                   and config[k] != v]:
+                   if k in given and k not in NOT_RESUMED and config[k] != v]:
         log("resuming with changed settings: " + ", ".join(changed))
     model = Backpack(BackpackConfig(**{**saved, "dropout": dropout}))
     try:
@@ -268,16 +239,14 @@ else:
     trained = load(init_from)
     if ddp and master:
         dist.barrier()
-    # finetune_senses.py's: kept beside the weights, which are what is trained here
-    if trained.sense_edits:
+    if trained.sense_edits:  # finetune_senses.py's: kept beside the weights, not trained here
         log(f"note: {init_from} has edited senses of {len(trained.sense_edits)} words; training "
             "drops the edits")
     if block_size > trained.config.block_size:
         raise ValueError(f"--block_size={block_size} is larger than {init_from}'s block_size="
                          f"{trained.config.block_size}; use at most that")
     state = trained.state_dict()
-    # a shorter context: crop the position table
-    state["wpe.weight"] = state["wpe.weight"][:block_size]
+    state["wpe.weight"] = state["wpe.weight"][:block_size]  # a shorter context: crop the table
     model = Backpack(dataclasses.replace(trained.config, block_size=block_size, dropout=dropout))
     model.load_state_dict(state)
     del trained, state
@@ -319,8 +288,7 @@ def get_lr(it):
 
 @torch.no_grad()
 def estimate_loss():
-    """Mean loss over the same eval_iters batches per split every time, shared out over the
-    ranks."""
+    """Mean loss of the same eval_iters batches per split each time, shared out over the ranks."""
     model.eval()
     out = {}
     for split in ("train", "val"):
@@ -337,24 +305,21 @@ def estimate_loss():
 
 
 def save_checkpoint():
-    """out_dir/ckpt.pt, written atomically. Everything in it is tensors and plain Python types, so
-    torch.load(weights_only=True) reads it. Batches and dropout are pure functions of (seed, step):
-    with the step, that is the whole sampler state."""
+    """out_dir/ckpt.pt, written atomically: tensors and plain Python types, which weights_only=True
+    reads. Batches and dropout are pure functions of (seed, step): the step is the sampler state."""
     ckpt = {"model_args": dataclasses.asdict(raw_model.config), "model": raw_model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {},
             "iter_num": iter_num, "best_val_loss": float(best_val_loss), "config": config,
             "origin": origin}  # 'scratch', or the trained model this run was fine-tuned from
     write_checkpoint(out_dir, ckpt)
-    # a new run's history replaces the old one's with its checkpoint
-    if os.path.exists(metrics_path + ".new"):
+    if os.path.exists(metrics_path + ".new"):  # with its checkpoint, the new log replaces the old
         os.replace(metrics_path + ".new", metrics_path)
     return iter_num
 
 
 # -- training --------------------------------------------------------------------------------------
-# every logged loss at full precision
-metrics, metrics_path = None, os.path.join(out_dir, "metrics.jsonl")
+metrics, metrics_path = None, os.path.join(out_dir, "metrics.jsonl")  # every logged loss, unrounded
 if master and not eval_only:
     if init_from != "resume" and os.path.exists(ckpt_path):
         log(f"note: starting a new run in {out_dir}: its ckpt.pt and metrics.jsonl are replaced at "
@@ -363,10 +328,9 @@ if master and not eval_only:
     if os.path.exists(ckpt_path + ".tmp"):  # left by a run killed while it saved: half a checkpoint
         os.remove(ckpt_path + ".tmp")
     metrics = open(metrics_path, "a") if init_from == "resume" else open(metrics_path + ".new", "w")
-# -sum p ln p of the token frequencies
 if master and os.path.getsize(data_path["train"]) < 200_000_000:
     counts = np.bincount(np.memmap(data_path["train"], dtype=np.uint16, mode="r"))
-    p = counts[counts > 0] / counts.sum()
+    p = counts[counts > 0] / counts.sum()  # the token frequencies: the entropy is -sum p ln p
     log(f"unigram entropy of the training tokens: {-(p * np.log(p)).sum():.4f} (a model that "
         "ignores context does no better)")
 if raw_model.estimate_mfu(1, 1.0) is None:
@@ -380,16 +344,14 @@ try:
         if (iter_num % eval_interval == 0 and iter_num != start_iter) or last or eval_only:
             t_eval = time.time()
             losses = estimate_loss()
-            # and no checkpoint of it
-            if not (math.isfinite(losses["train"]) and math.isfinite(losses["val"])):
+            if not all(map(math.isfinite, losses.values())):  # and no checkpoint of it
                 raise ValueError(f"the loss is {losses['val']} at step {iter_num}: training "
                                  "diverged; lower --learning_rate (the last checkpoint is from "
                                  f"step {saved_at})")
             log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             if metrics:
-                metrics.write(json.dumps({"iter": iter_num, "train_loss": losses["train"],
-                                          "val_loss": losses["val"]}) + "\n")
-                metrics.flush()
+                print(json.dumps({"iter": iter_num, "train_loss": losses["train"],
+                                  "val_loss": losses["val"]}), file=metrics, flush=True)
             improved = losses["val"] < best_val_loss
             best_val_loss = min(best_val_loss, losses["val"])
             if master and not eval_only and (always_save_checkpoint or improved or last):
@@ -403,13 +365,11 @@ try:
         for group in optimizer.param_groups:
             group["lr"] = lr
         for micro_step in range(grad_accum):
-            # which of the step's micro-batches this is
-            group_index = micro_step * world_size + rank
+            group_index = micro_step * world_size + rank  # which of the step's micro-batches
             x, y = get_batch("train", (iter_num,), group_index * micro_batch, micro_batch)
             torch.manual_seed(derive_seed(seed, "dropout", iter_num, group_index))
-            # DDP: all-reduce the gradients on the last micro step only
-            sync = ddp and micro_step < grad_accum - 1
-            with train_model.no_sync() if sync else contextlib.nullcontext(), autocast:
+            no_sync = ddp and micro_step < grad_accum - 1  # DDP all-reduces on the last one only
+            with train_model.no_sync() if no_sync else contextlib.nullcontext(), autocast:
                 loss = train_model(x, y)[1] / grad_accum
             scaler.scale(loss).backward()
             loss_sum += loss.detach().float()
@@ -422,13 +382,11 @@ try:
         iter_num += 1
         iters_logged += 1
 
-        # the averaging window also closes before each evaluation (and checkpoint): a resumed run
-        # logs the same losses
+        # the window also closes before each evaluation (and checkpoint): resumed runs log the same
         if iter_num % log_interval == 0 or iter_num % eval_interval == 0 or iter_num == max_iters:
             if ddp:
                 dist.all_reduce(loss_sum)
-            # the mean over the interval's steps and ranks
-            step_loss = loss_sum.item() / iters_logged / world_size
+            step_loss = loss_sum.item() / iters_logged / world_size  # mean over steps and ranks
             if not math.isfinite(step_loss):
                 raise ValueError(f"the loss is {step_loss} at step {iter_num}: training diverged; "
                                  "lower --learning_rate (the last checkpoint is from step "
@@ -439,9 +397,8 @@ try:
                 f"{tokens_per_step / dt:,.0f} tok/s"
                 + ("" if mfu is None else f", mfu {mfu * 100:.1f}%"))
             if metrics:
-                metrics.write(json.dumps({"iter": iter_num, "loss": step_loss, "lr": lr,
-                                          "ms_per_iter": dt * 1000}) + "\n")
-                metrics.flush()
+                print(json.dumps({"iter": iter_num, "loss": step_loss, "lr": lr,
+                                  "ms_per_iter": dt * 1000}), file=metrics, flush=True)
             t_log, iters_logged, loss_sum = time.time(), 0, torch.zeros((), device=device)
 
 except KeyboardInterrupt:  # nothing is lost: say where the run can continue from
@@ -459,9 +416,8 @@ if ddp:  # a real check that data parallelism kept the replicas identical
     if len(set(digests)) != 1:
         raise RuntimeError(f"the ranks ended with different weights: {digests}")
     log(f"all {world_size} ranks hold identical weights")
-    # free DDP's reducer (and the gloo work it holds) while the process group and interpreter are
-    # alive: left to the interpreter's shutdown, gloo's threads sometimes abort the process
-    # ("terminate called ...")
+    # free DDP's reducer (and its gloo work) while the process group and interpreter are alive:
+    # left to the interpreter's shutdown, gloo's threads sometimes abort ("terminate called ...")
     del train_model
     gc.collect()
     dist.barrier()
