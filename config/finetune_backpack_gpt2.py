@@ -12,7 +12,7 @@ dataset = "brown"
 eval_interval = 50
 eval_iters = 20
 log_interval = 5
-always_save_checkpoint = False  # checkpoint only when the validation loss improves, and at the last step
+always_save_checkpoint = False  # save only when the validation loss improves, and at the last step
 
 # 32,768 tokens per step = 8 seqs x 512 tokens x 1 process x 8 accumulation steps
 tokens_per_step = 32768

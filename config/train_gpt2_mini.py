@@ -6,4 +6,4 @@ from config.paper_recipe import *  # noqa: F401,F403
 
 out_dir = "out-gpt2-mini"
 n_layer, n_head, n_embd = 8, 8, 640
-num_senses = 0  # 0: the matched Transformer: the same GPT-2 network, logits from its last hidden state
+num_senses = 0  # the matched Transformer: the same GPT-2 network, logits from its last hidden state

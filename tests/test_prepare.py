@@ -130,9 +130,12 @@ def test_disk_full_leaves_nothing(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
 
     real_open = open
-    monkeypatch.setattr("files.open", lambda p, mode="r", *a, **k: FullDisk(p, "w") if str(p).endswith(".tmp")
-                        else real_open(p, mode, *a, **k), raising=False)
-    with pytest.raises(OSError, match=f"disk full while writing {tmp_path}/brown/train.bin: free some space"):
+    def full_disk_open(p, mode="r", *a, **k):
+        return FullDisk(p, "w") if str(p).endswith(".tmp") else real_open(p, mode, *a, **k)
+
+    monkeypatch.setattr("files.open", full_disk_open, raising=False)
+    message = f"disk full while writing {tmp_path}/brown/train.bin: free some space"
+    with pytest.raises(OSError, match=message):
         prepare.main([f"--data_dir={tmp_path}"])
     assert leftovers(tmp_path) == []
 
@@ -154,17 +157,19 @@ def test_brown(tmp_path):
         brown = {r["id"]: r for r in map(json.loads, f)}
     assert len(brown) == 500 and set(r["genre"] for r in brown.values()) == set("abcdefghjklmnpr")
     assert read_docs(os.path.join(out, "val.bin")) == [brown[i]["text"] for i in meta["val_ids"]]
-    assert brown["ca01"]["text"].startswith("The Fulton County Grand Jury said Friday an investigation of "
-                                            "Atlanta's recent primary election produced \"no evidence\" that")
+    assert brown["ca01"]["text"].startswith(
+        "The Fulton County Grand Jury said Friday an investigation of "
+        "Atlanta's recent primary election produced \"no evidence\" that")
     # the same seed gives the same split
     again = prepare.prepare_brown(data_dir=str(tmp_path / "again"))
     assert json.load(open(os.path.join(again, "meta.json")))["val_ids"] == meta["val_ids"]
 
 
-# ----------------------------------------------------------------------------- OpenWebText from a local server
+# ------------------------------------------------------------------ OpenWebText from a local server
 
 def make_owt_shard(shard, docs_per_member=(5, 4)):
-    """A tar with the real layout: members urlsf_subsetNN-M_data.xz, each an xz-compressed tar of .txt."""
+    """A tar with the real layout: members urlsf_subsetNN-M_data.xz, each an xz-compressed
+    tar of .txt."""
     outer_buf, expected = io.BytesIO(), []
     with tarfile.open(fileobj=outer_buf, mode="w") as outer:
         for m, n_docs in enumerate(docs_per_member, start=1):
@@ -173,12 +178,14 @@ def make_owt_shard(shard, docs_per_member=(5, 4)):
             with tarfile.open(fileobj=inner_buf, mode="w") as inner:
                 for d in range(n_docs):
                     name = f"{m:04d}{d:03d}-{'ab' * 8}.txt"
-                    text = f"\n Shard {shard} member {m} doc {d}: some web text.\n\n\n\n\nA paragraph after a gap. \n\n"
+                    text = (f"\n Shard {shard} member {m} doc {d}: some web text."
+                            "\n\n\n\n\nA paragraph after a gap. \n\n")
                     data = text.encode()
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
                     inner.addfile(info, io.BytesIO(data))
-                    cleaned = f"Shard {shard} member {m} doc {d}: some web text.\n\nA paragraph after a gap."
+                    cleaned = (f"Shard {shard} member {m} doc {d}: some web text."
+                               "\n\nA paragraph after a gap.")
                     expected.append((f"{member}/{name}", cleaned))
             xz = lzma.compress(inner_buf.getvalue())
             info = tarfile.TarInfo(member)
@@ -214,7 +221,8 @@ def owt_server(monkeypatch):
             claimed = len(body) + (100 if path in state["lie_size"] else 0)
             self.send_response(206 if rng else 200)
             if rng:
-                self.send_header("Content-Range", f"bytes {start}-{start + claimed - 1}/{start + claimed}")
+                self.send_header("Content-Range",
+                                 f"bytes {start}-{start + claimed - 1}/{start + claimed}")
             self.send_header("Content-Length", str(claimed))
             self.end_headers()
             if path in state["cut_once"]:  # drop the connection half-way through, once
@@ -226,7 +234,8 @@ def owt_server(monkeypatch):
             self.wfile.flush()
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
     thread.start()
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setattr("files.RETRY_SLEEP", 0.0)
@@ -245,40 +254,47 @@ def test_openwebtext_resumes_and_splits(tmp_path, owt_server):
         owt_server["files"][f"/owt/subsets/urlsf_subset{s:02d}.tar"] = shards[s]
     owt_server["cut_once"].add("/owt/subsets/urlsf_subset00.tar")
     data = str(tmp_path / "data")
-    out = prepare.prepare_openwebtext(data, shards=[0, 3], base_url=owt_server["url"], num_proc=2, val_fraction=0.3)
+    out = prepare.prepare_openwebtext(data, shards=[0, 3], base_url=owt_server["url"], num_proc=2,
+                                      val_fraction=0.3)
     # shard 00 was cut mid-way and resumed with a Range request from where the .part file ended
     ranges = [rng for path, rng in owt_server["log"] if path.endswith("00.tar")]
     assert ranges[0] is None and ranges[1] == f"bytes={len(shards[0]) // 2}-"
     train, val = read_docs(os.path.join(out, "train.bin")), read_docs(os.path.join(out, "val.bin"))
     want_val = [text for key, text in expected if prepare.is_val_document(key, 0.3)]
     want_train = [text for key, text in expected if not prepare.is_val_document(key, 0.3)]
-    assert train == want_train and val == want_val and len(val) > 0  # in order, cleaned, split by document
+    # in order, cleaned, split by document
+    assert train == want_train and val == want_val and len(val) > 0
     meta = json.load(open(os.path.join(out, "meta.json")))
     assert meta["shards"] == [0, 3] and meta["train_docs"] + meta["val_docs"] == 18
     # downloads and shard files are cleaned up by default; nothing half-written anywhere
     assert sorted(os.listdir(out)) == ["downloads", "meta.json", "shards", "train.bin", "val.bin"]
-    assert os.listdir(os.path.join(out, "downloads")) == [] and os.listdir(os.path.join(out, "shards")) == []
+    assert os.listdir(os.path.join(out, "downloads")) == []
+    assert os.listdir(os.path.join(out, "shards")) == []
     # a second run with the same shards does nothing
     n_requests = len(owt_server["log"])
-    prepare.prepare_openwebtext(data, shards=[0, 3], base_url=owt_server["url"], num_proc=1, val_fraction=0.3)
+    prepare.prepare_openwebtext(data, shards=[0, 3], base_url=owt_server["url"], num_proc=1,
+                                val_fraction=0.3)
     assert len(owt_server["log"]) == n_requests
 
 
 def test_openwebtext_resumes_per_shard(tmp_path, owt_server):
     owt_server["files"]["/owt/subsets/urlsf_subset00.tar"], docs0 = make_owt_shard(0)
     data = str(tmp_path / "data")
-    # shard 01 is missing on the server: the run fails clearly, after shard 00 was finished and recorded
+    # shard 01 is missing on the server: the run fails clearly, once shard 00 is done and recorded
     with pytest.raises(ValueError, match="HTTP 404"):
         prepare.prepare_openwebtext(data, shards=[0, 1], base_url=owt_server["url"], num_proc=1,
                                     keep_downloads=True)
     owt = os.path.join(data, "openwebtext")
-    assert sorted(os.listdir(os.path.join(owt, "shards"))) == ["00.json", "00.train.bin", "00.val.bin"]
+    shard_files = ["00.json", "00.train.bin", "00.val.bin"]
+    assert sorted(os.listdir(os.path.join(owt, "shards"))) == shard_files
     assert not os.path.exists(os.path.join(owt, "train.bin"))
     assert os.path.exists(os.path.join(owt, "downloads", "urlsf_subset00.tar"))  # --keep_downloads
     owt_server["files"]["/owt/subsets/urlsf_subset01.tar"], docs1 = make_owt_shard(1, (3,))
     owt_server["log"].clear()
-    prepare.prepare_openwebtext(data, shards=[0, 1], base_url=owt_server["url"], num_proc=1, keep_shards=True)
-    assert [path for path, _ in owt_server["log"]] == ["/owt/subsets/urlsf_subset01.tar"]  # 00 not redone
+    prepare.prepare_openwebtext(data, shards=[0, 1], base_url=owt_server["url"], num_proc=1,
+                                keep_shards=True)
+    # 00 not redone
+    assert [path for path, _ in owt_server["log"]] == ["/owt/subsets/urlsf_subset01.tar"]
     docs = read_docs(os.path.join(owt, "train.bin")) + read_docs(os.path.join(owt, "val.bin"))
     assert sorted(docs) == sorted(text for _, text in docs0 + docs1)
     assert len(os.listdir(os.path.join(owt, "shards"))) == 6  # --keep_shards
@@ -289,29 +305,34 @@ def test_download_wrong_size_and_corrupt_shard(tmp_path, owt_server):
     owt_server["files"]["/owt/liar.tar"] = b"x" * 5000
     owt_server["lie_size"].add("/owt/liar.tar")
     dest = str(tmp_path / "liar.tar")
-    with pytest.raises(ConnectionError, match=r"failed 5 times in a row \(connection cut \(.*100 more expected\)\)"):
+    with pytest.raises(ConnectionError,
+                       match=r"failed 5 times in a row \(connection cut \(.*100 more expected\)\)"):
         download(owt_server["url"] + "/liar.tar", dest)
     assert not os.path.exists(dest) and os.path.getsize(dest + ".part") < 5000
     # the file changes size between a cut and the resume: caught, not spliced together
     owt_server["files"]["/owt/moving.tar"] = b"y" * 5000
     owt_server["cut_once"].add("/owt/moving.tar")
     owt_server["after_cut"]["/owt/moving.tar"] = b"z" * 7000
-    with pytest.raises(ValueError, match=r"changed size during the download \(5,000 -> 7,000 bytes\)"):
+    with pytest.raises(ValueError,
+                       match=r"changed size during the download \(5,000 -> 7,000 bytes\)"):
         download(owt_server["url"] + "/moving.tar", str(tmp_path / "moving.tar"))
     assert not os.path.exists(tmp_path / "moving.tar")
-    # a complete .part from an interrupted run is recognised (416); a stale longer one is started over
-    owt_server["files"]["/owt/done.tar"], owt_server["files"]["/owt/stale.tar"] = b"d" * 3000, b"t" * 3000
+    # a complete .part from an interrupted run is recognised (416); a stale longer one starts over
+    owt_server["files"]["/owt/done.tar"] = b"d" * 3000
+    owt_server["files"]["/owt/stale.tar"] = b"t" * 3000
     (tmp_path / "done.tar.part").write_bytes(b"d" * 3000)
     (tmp_path / "stale.tar.part").write_bytes(b"s" * 9000)
     for name, want in (("done.tar", b"d" * 3000), ("stale.tar", b"t" * 3000)):
         download(owt_server["url"] + "/" + name, str(tmp_path / name))
-        assert (tmp_path / name).read_bytes() == want and not os.path.exists(tmp_path / (name + ".part"))
+        assert (tmp_path / name).read_bytes() == want
+        assert not os.path.exists(tmp_path / (name + ".part"))
     # a download that completes but is not a tar: a clear error, and it is deleted for a fresh try
     owt_server["files"]["/owt/subsets/urlsf_subset02.tar"] = b"not a tar file at all" * 100
     data = str(tmp_path / "data")
     with pytest.raises(ValueError, match="not a valid tar"):
         prepare.prepare_openwebtext(data, shards=[2], base_url=owt_server["url"], num_proc=1)
-    assert leftovers(data) == [] and os.listdir(os.path.join(data, "openwebtext", "downloads")) == []
+    assert leftovers(data) == []
+    assert os.listdir(os.path.join(data, "openwebtext", "downloads")) == []
 
 
 # ----------------------------------------------------------------------------- the command line
@@ -323,6 +344,7 @@ def test_cli(text_folder):
     ok = run("--files=corpus,extra/*.txt", "--dataset", "cli", "--num_proc", "2")
     assert ok.returncode == 0, ok.stderr
     assert "train tokens (4 docs)" in ok.stdout
-    assert sorted(read_docs(root / "data/cli/train.bin") + read_docs(root / "data/cli/val.bin")) == sorted(docs.values())
+    written = read_docs(root / "data/cli/train.bin") + read_docs(root / "data/cli/val.bin")
+    assert sorted(written) == sorted(docs.values())
     assert "--keep_downloads" in run("--help").stdout  # bad input: test_errors.py
     assert sorted(os.listdir(root / "data")) == ["cli"]

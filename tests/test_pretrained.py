@@ -1,8 +1,9 @@
-"""Tests of loading and saving (backpack.py's from_pretrained, pretrained.py): the released Hugging Face layout,
-the authors' Lightning checkpoints, train.py's ckpt.pt, safe unpickling, and downloads from a local HTTP server.
+"""Tests of loading and saving (backpack.py's from_pretrained, pretrained.py): the released Hugging
+Face layout, the authors' Lightning checkpoints, train.py's ckpt.pt, safe unpickling, and downloads
+from a local HTTP server.
 
-CPU, tiny configs, random weights written by the tests; no network beyond 127.0.0.1. transformers is a
-test-only dependency (requirements-dev.txt): it supplies the reference GPT-2 and Conv1D.
+CPU, tiny configs, random weights written by the tests; no network beyond 127.0.0.1. transformers
+is a test-only dependency (requirements-dev.txt): it supplies the reference GPT-2 and Conv1D.
 """
 
 import argparse
@@ -26,7 +27,8 @@ def tiny(seed=0, **kw):
     args = dict(block_size=16, vocab_size=64, n_layer=3, n_head=4, n_embd=32, num_senses=4)
     args.update(kw)
     model = Backpack(BackpackConfig(**args)).eval()
-    with torch.no_grad():  # every tensor distinct (LayerNorms too), so a swapped pair cannot go unnoticed
+    # every tensor distinct (LayerNorms too), so a swapped pair cannot go unnoticed
+    with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
     return model
@@ -36,7 +38,8 @@ def assert_same_model(a, b):
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
     for key in sa:
-        assert sa[key].dtype == sb[key].dtype == torch.float32 and torch.equal(sa[key], sb[key]), key
+        assert sa[key].dtype == sb[key].dtype == torch.float32, key
+        assert torch.equal(sa[key], sb[key]), key
     assert a.config == b.config
 
 
@@ -58,9 +61,10 @@ def reference_gpt2(model, scale_attn_by_inverse_layer_idx):
     transformers = pytest.importorskip("transformers")
     c = model.config
     config = transformers.GPT2Config(
-        vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
-        activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        layer_norm_epsilon=c.layer_norm_eps, scale_attn_by_inverse_layer_idx=scale_attn_by_inverse_layer_idx,
+        vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
+        n_head=c.n_head, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
+        attn_pdrop=0.0, layer_norm_epsilon=c.layer_norm_eps,
+        scale_attn_by_inverse_layer_idx=scale_attn_by_inverse_layer_idx,
         bos_token_id=None, eos_token_id=None)
     gpt2 = transformers.GPT2Model._from_config(config, attn_implementation="eager").eval()
     # the mapping by hand: the same module names; GPT-2's Conv1D stores its weight as (in, out)
@@ -73,7 +77,8 @@ def reference_gpt2(model, scale_attn_by_inverse_layer_idx):
 
 def test_contextualization_is_transformers_gpt2_with_inverse_layer_scaling():
     model = tiny(n_layer=4)
-    with torch.no_grad():  # sharp attention and a strong attention branch: the 1/(layer+1) factor must show
+    # sharp attention and a strong attention branch: the 1/(layer+1) factor must show
+    with torch.no_grad():
         for block in model.h:
             block.attn.c_attn.weight.mul_(10)
             block.attn.c_proj.weight.mul_(10)
@@ -91,8 +96,8 @@ def test_contextualization_is_transformers_gpt2_with_inverse_layer_scaling():
 
 
 def released_model(config):
-    """The released BackpackGPT2LMHeadModel as spec section 4 describes it, built on transformers' GPT2Model
-    and Conv1D: its module names are the released file's key names."""
+    """The released BackpackGPT2LMHeadModel as spec section 4 describes it, built on transformers'
+    GPT2Model and Conv1D: its module names are the released file's key names."""
     transformers = pytest.importorskip("transformers")
     from transformers.pytorch_utils import Conv1D
 
@@ -114,7 +119,9 @@ def released_model(config):
             self.backpack.position_embeddings = self.backpack.gpt2_model.wpe
             net = self.backpack.sense_network = nn.Module()
             net.ln, net.block = nn.LayerNorm(d), nn.Module()
-            net.block.ln_1, net.block.mlp, net.block.ln_2 = nn.LayerNorm(d), MLP(d, 4 * d, d), nn.LayerNorm(d)
+            net.block.ln_1 = nn.LayerNorm(d)
+            net.block.mlp = MLP(d, 4 * d, d)
+            net.block.ln_2 = nn.LayerNorm(d)
             net.final_mlp = MLP(d, c.sense_intermediate_scale * d, k * d)
             self.backpack.sense_weight_net = nn.Module()
             self.backpack.sense_weight_net.c_attn = nn.Linear(d, 2 * d)  # an nn.Linear: (out, in)
@@ -129,7 +136,8 @@ def released_model(config):
             r = r + net.block.mlp(net.block.ln_1(r))
             senses = net.final_mlp(net.block.ln_2(r)).view(B, T, self.k, -1).transpose(1, 2)
             hidden = self.backpack.gpt2_model(idx).last_hidden_state
-            q, key = self.backpack.sense_weight_net.c_attn(hidden).view(B, T, 2, self.k, -1).unbind(2)
+            qk = self.backpack.sense_weight_net.c_attn(hidden)
+            q, key = qk.view(B, T, 2, self.k, -1).unbind(2)
             scores = torch.einsum("bthd,bshd->bhts", q, key) / q.size(-1) ** 0.5
             scores = scores + torch.triu(torch.full((T, T), -1e4), 1)
             return self.lm_head((scores.softmax(-1) @ senses).sum(1))
@@ -155,8 +163,9 @@ def released_to_ours(n_layer):
             for part in ("ln_1", "ln_2", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
                 mapping[G + f"h.{i}.{part}.{s}"] = f"h.{i}.{part}.{s}"
         mapping[S + f"ln.{s}"] = f"sense_network.ln_0.{s}"
-        for theirs, ours in (("block.ln_1", "ln_1"), ("block.ln_2", "ln_2"), ("block.mlp.c_fc", "mlp.c_fc"),
-                             ("block.mlp.c_proj", "mlp.c_proj"), ("final_mlp.c_fc", "final_mlp.c_fc"),
+        for theirs, ours in (("block.ln_1", "ln_1"), ("block.ln_2", "ln_2"),
+                             ("block.mlp.c_fc", "mlp.c_fc"), ("block.mlp.c_proj", "mlp.c_proj"),
+                             ("final_mlp.c_fc", "final_mlp.c_fc"),
                              ("final_mlp.c_proj", "final_mlp.c_proj")):
             mapping[S + f"{theirs}.{s}"] = f"sense_network.{ours}.{s}"
     return {k: (v, v.endswith(CONV1D)) for k, v in mapping.items()}
@@ -164,8 +173,9 @@ def released_to_ours(n_layer):
 
 def released_config_json(c, **changes):
     cfg = dict(n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head, n_positions=c.block_size,
-               vocab_size=c.vocab_size, num_senses=c.num_senses, sense_intermediate_scale=c.sense_intermediate_scale,
-               layer_norm_epsilon=1e-5, scale_attn_by_inverse_layer_idx=True, activation_function="gelu_new",
+               vocab_size=c.vocab_size, num_senses=c.num_senses,
+               sense_intermediate_scale=c.sense_intermediate_scale, layer_norm_epsilon=1e-5,
+               scale_attn_by_inverse_layer_idx=True, activation_function="gelu_new",
                model_type="gpt2")
     cfg.update(changes)
     return {k: v for k, v in cfg.items() if v is not None}
@@ -178,7 +188,8 @@ def write_released(path, model, state=None, **config_changes):
     if state is None:  # the released file also holds GPT-2's causal-mask buffers
         state = dict(model.state_dict())
         for i in range(c.n_layer):
-            state[f"backpack.gpt2_model.h.{i}.attn.bias"] = torch.ones(1, 1, 16, 16, dtype=torch.bool).tril()
+            causal = torch.ones(1, 1, 16, 16, dtype=torch.bool).tril()
+            state[f"backpack.gpt2_model.h.{i}.attn.bias"] = causal
             state[f"backpack.gpt2_model.h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
     torch.save(state, path / "pytorch_model.bin")
     return path
@@ -194,8 +205,9 @@ def test_released_layout_loads_tensor_by_tensor(tmp_path, released):
     reference, config = released
     state = reference.state_dict()
     mapping = released_to_ours(config.n_layer)
-    assert set(state) - set(mapping) <= {k for k in state if k.endswith((".attn.bias", ".attn.masked_bias"))}
-    assert set(mapping) <= set(state)  # the stand-in has every key of the table, tied aliases included
+    buffers = {k for k in state if k.endswith((".attn.bias", ".attn.masked_bias"))}
+    assert set(state) - set(mapping) <= buffers
+    assert set(mapping) <= set(state)  # the stand-in has every key of the table, tied aliases too
     model = Backpack.from_pretrained(write_released(tmp_path / "repo", reference))
     assert model.config == config and not model.training
     ours = model.state_dict()
@@ -218,7 +230,8 @@ def test_released_layout_with_one_alias_in_safetensors_fp16(tmp_path, released):
     safetensors_torch = pytest.importorskip("safetensors.torch")
     reference, config = released
     state = {k: v.half().contiguous() for k, v in reference.state_dict().items()
-             if k not in ("lm_head.weight", "backpack.word_embeddings.weight", "backpack.position_embeddings.weight")}
+             if k not in ("lm_head.weight", "backpack.word_embeddings.weight",
+                          "backpack.position_embeddings.weight")}
     (tmp_path / "config.json").write_text(json.dumps(released_config_json(config)))
     safetensors_torch.save_file(state, tmp_path / "model.safetensors")
     model = load(tmp_path)
@@ -238,19 +251,22 @@ def test_save_pretrained_then_from_pretrained_is_exact(tmp_path):
     assert torch.equal(model(idx)[0], loaded(idx)[0])
     # the layout the released code reads: its key names, strict; the same logits
     reference = released_model(model.config)
-    reference.load_state_dict(torch.load(tmp_path / "saved" / "pytorch_model.bin", weights_only=True))
+    weights = tmp_path / "saved" / "pytorch_model.bin"
+    reference.load_state_dict(torch.load(weights, weights_only=True))
     with torch.no_grad():
         torch.testing.assert_close(reference(idx), model(idx)[0], atol=1e-5, rtol=1e-5)
     cfg = json.loads((tmp_path / "saved" / "config.json").read_text())
-    assert {k: cfg[k] for k in released_config_json(model.config)} == released_config_json(model.config)
+    expected = released_config_json(model.config)
+    assert {k: cfg[k] for k in expected} == expected
     assert cfg["architectures"] == ["BackpackGPT2LMHeadModel"]
     transformers = pytest.importorskip("transformers")
     gpt2_config = transformers.GPT2Config.from_dict(cfg)  # what the released config class builds on
-    assert (gpt2_config.n_embd, gpt2_config.num_senses, gpt2_config.scale_attn_by_inverse_layer_idx) == (32, 4, True)
+    got = (gpt2_config.n_embd, gpt2_config.num_senses, gpt2_config.scale_attn_by_inverse_layer_idx)
+    assert got == (32, 4, True)
     # the tied aliases are one tensor in the file, as in the released one
-    raw = torch.load(tmp_path / "saved" / "pytorch_model.bin", weights_only=True)
-    pointers = {raw[k].untyped_storage().data_ptr()
-                for k in ("lm_head.weight", "backpack.word_embeddings.weight", "backpack.gpt2_model.wte.weight")}
+    raw = torch.load(weights, weights_only=True)
+    tied = ("lm_head.weight", "backpack.word_embeddings.weight", "backpack.gpt2_model.wte.weight")
+    pointers = {raw[k].untyped_storage().data_ptr() for k in tied}
     assert len(pointers) == 1
 
 
@@ -270,9 +286,12 @@ def test_train_py_checkpoint_directory_and_file(tmp_path):
     optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
     model(torch.randint(0, 64, (1, 8)), torch.randint(0, 64, (1, 8)))[1].backward()
     optimizer.step()
-    state = {"_orig_mod." + k: v for k, v in model.state_dict().items()}  # as saved from a compiled model
-    torch.save({"model": state, "model_args": dataclasses.asdict(model.config), "optimizer": optimizer.state_dict(),
-                "iter_num": 7, "best_val_loss": torch.tensor(3.2), "config": {"batch_size": 8}}, tmp_path / "ckpt.pt")
+    # as saved from a compiled model
+    state = {"_orig_mod." + k: v for k, v in model.state_dict().items()}
+    torch.save({"model": state, "model_args": dataclasses.asdict(model.config),
+                "optimizer": optimizer.state_dict(), "iter_num": 7,
+                "best_val_loss": torch.tensor(3.2), "config": {"batch_size": 8}},
+               tmp_path / "ckpt.pt")
     for where in (tmp_path, tmp_path / "ckpt.pt", str(tmp_path)):
         for loaded in (Backpack.from_pretrained(where), load(where)):
             assert_same_model(model, loaded)
@@ -305,9 +324,11 @@ class ValueNode:
 
 def lightning_to_ours(n_layer, senses=True):
     """The key mapping of spec section 4 (second table), by hand: Lightning name -> our name."""
-    T, G, C = "model.transformer.", "model.transformer.gpt2_model.", "model.transformer.content_model."
+    T = "model.transformer."
+    G, C = T + "gpt2_model.", T + "content_model."
     mapping = {"model.lm_head.weight": "wte.weight"}
-    for prefix in (G, T, C) if senses else (T,):  # the embeddings are shared, so stored under each owner
+    # the embeddings are shared, so stored under each owner
+    for prefix in (G, T, C) if senses else (T,):
         mapping[prefix + "embeddings.word_embeddings.weight"] = "wte.weight"
         mapping[prefix + "embeddings.position_embeddings.weight"] = "wpe.weight"
     G = G if senses else T
@@ -319,11 +340,14 @@ def lightning_to_ours(n_layer, senses=True):
             mapping[G + f"layers.{i}.mlp.fc1.{s}"] = f"h.{i}.mlp.c_fc.{s}"
             mapping[G + f"layers.{i}.mlp.fc2.{s}"] = f"h.{i}.mlp.c_proj.{s}"
             mapping[G + f"layers.{i}.norm1.{s}"] = f"h.{i}.ln_2.{s}"
-            mapping[G + f"layers.{i}.norm2.{s}"] = f"h.{i + 1}.ln_1.{s}" if i + 1 < n_layer else f"ln_f.{s}"
+            mapping[G + f"layers.{i}.norm2.{s}"] = (f"h.{i + 1}.ln_1.{s}" if i + 1 < n_layer
+                                                    else f"ln_f.{s}")
         if senses:
-            for theirs, ours in (("ln_0", "ln_0"), ("layers.0.norm1", "ln_1"), ("layers.0.norm2", "ln_2"),
-                                 ("layers.0.mlp.fc1", "mlp.c_fc"), ("layers.0.mlp.fc2", "mlp.c_proj"),
-                                 ("final_mlp.fc1", "final_mlp.c_fc"), ("final_mlp.fc2", "final_mlp.c_proj")):
+            for theirs, ours in (("ln_0", "ln_0"), ("layers.0.norm1", "ln_1"),
+                                 ("layers.0.norm2", "ln_2"), ("layers.0.mlp.fc1", "mlp.c_fc"),
+                                 ("layers.0.mlp.fc2", "mlp.c_proj"),
+                                 ("final_mlp.fc1", "final_mlp.c_fc"),
+                                 ("final_mlp.fc2", "final_mlp.c_proj")):
                 mapping[C + f"{theirs}.{s}"] = f"sense_network.{ours}.{s}"
             mapping[T + f"contextualization_attn.Wqkv.{s}"] = f"sense_weight_net.{s}"
     return mapping
@@ -334,26 +358,30 @@ def write_lightning(path, model, hyper_parameters=None, **extra):
     ours = model.state_dict()
     state = {k: ours[v].half() for k, v in lightning_to_ours(model.config.n_layer, senses).items()}
     state["val_metrics.ppl.count"] = torch.ones(())  # the training task's, not the model's: ignored
-    torch.save({"epoch": 3, "global_step": 1000, "pytorch-lightning_version": "1.8.6", "state_dict": state,
-                "hyper_parameters": hyper_parameters, "callbacks": {"ModelCheckpoint": Tripwire()},
-                "optimizer_states": [{"state": {0: {"exp_avg": torch.zeros(3)}}, "param_groups": []}],
-                "loops": {"fit_loop": {"state_dict": {}}}, "hparams_type": argparse.Namespace, **extra}, path)
+    torch.save({"epoch": 3, "global_step": 1000, "pytorch-lightning_version": "1.8.6",
+                "state_dict": state, "hyper_parameters": hyper_parameters,
+                "callbacks": {"ModelCheckpoint": Tripwire()},
+                "optimizer_states": [{"state": {0: {"exp_avg": torch.zeros(3)}},
+                                      "param_groups": []}],
+                "loops": {"fit_loop": {"state_dict": {}}}, "hparams_type": argparse.Namespace,
+                **extra}, path)
     return path
 
 
 def omegaconf_like():
-    # objects all the way, a value inside a node, and a cycle (omegaconf nodes point to their parent)
+    # objects all the way, a value in a node, and a cycle (omegaconf nodes point to their parent)
     cfg = argparse.Namespace(model={"config": {"n_embd": ValueNode(128), "n_head": ValueNode(4)}})
     cfg.model["_parent"] = cfg
     return {"cfg": cfg}
 
 
 @pytest.mark.parametrize("hyper_parameters,n_embd,n_head", [
-    (None, 640, 8),                                   # no n_head in the file: the paper's mini (not 640/64 = 10)
-    ({"model": {"config": {"n_head": 4}}}, 128, 4),   # plain data
+    (None, 640, 8),  # no n_head in the file: the paper's mini (not 640/64 = 10)
+    ({"model": {"config": {"n_head": 4}}}, 128, 4),  # plain data
     (omegaconf_like(), 128, 4),
 ])
-def test_lightning_checkpoint_loads_without_running_its_code(tmp_path, hyper_parameters, n_embd, n_head):
+def test_lightning_checkpoint_loads_without_running_its_code(tmp_path, hyper_parameters, n_embd,
+                                                             n_head):
     model = tiny(seed=5, n_embd=n_embd, n_head=n_head, n_layer=2)
     path = write_lightning(tmp_path / "backpack-micro-flash-fp16.ckpt", model, hyper_parameters)
     TRIPPED.clear()
@@ -407,7 +435,8 @@ class Shell:
 
 def test_a_checkpoint_that_names_os_is_refused(tmp_path):
     marker = tmp_path / "pwned"
-    path = write_lightning(tmp_path / "evil.ckpt", tiny(n_embd=128, n_head=2), callbacks={"x": Shell(marker)})
+    path = write_lightning(tmp_path / "evil.ckpt", tiny(n_embd=128, n_head=2),
+                           callbacks={"x": Shell(marker)})
     with pytest.raises(ValueError) as e:
         load(path)
     one_line_error(e, "cannot read", str(path))
@@ -449,7 +478,8 @@ def test_missing_unexpected_and_misshapen_keys_are_named(tmp_path, released):
     ours = tiny()
     state = {k: v.clone() for k, v in ours.state_dict().items()}
     state["h.0.ln_1.weight"] = torch.ones(7)
-    torch.save({"model": state, "model_args": dataclasses.asdict(ours.config)}, tmp_path / "ckpt.pt")
+    torch.save({"model": state, "model_args": dataclasses.asdict(ours.config)},
+               tmp_path / "ckpt.pt")
     with pytest.raises(ValueError) as e:
         load(tmp_path / "ckpt.pt")
     one_line_error(e, "size mismatch for h.0.ln_1.weight", "ckpt.pt", "[7]")
@@ -460,7 +490,8 @@ def test_wrong_configs_are_refused(tmp_path, released):
     with pytest.raises(ValueError) as e:
         load(write_released(tmp_path / "a", reference, scale_attn_by_inverse_layer_idx=False))
     one_line_error(e, "scale_attn_by_inverse_layer_idx")
-    with pytest.raises(ValueError) as e:  # this code computes the tanh GELU: another would be silently wrong
+    # this code computes the tanh GELU: another would be silently wrong
+    with pytest.raises(ValueError) as e:
         load(write_released(tmp_path / "relu", reference, activation_function="relu"))
     one_line_error(e, "gelu_new")
     with pytest.raises(ValueError) as e:
@@ -482,7 +513,8 @@ def test_wrong_layouts_and_damaged_files(tmp_path, released):
         load(tmp_path / "out-nothing")
     one_line_error(e, "out-nothing", "python train.py")
 
-    torch.save(reference.backpack.gpt2_model.state_dict(), tmp_path / "gpt2.pt")  # plain GPT-2 names
+    # plain GPT-2 names
+    torch.save(reference.backpack.gpt2_model.state_dict(), tmp_path / "gpt2.pt")
     with pytest.raises(ValueError) as e:
         load(tmp_path / "gpt2.pt")
     one_line_error(e, "gpt2.pt", "neither train.py's ckpt.pt")
@@ -494,7 +526,8 @@ def test_wrong_layouts_and_damaged_files(tmp_path, released):
         load(repo)
     one_line_error(e, "cannot read", "pytorch_model.bin", "truncated")
 
-    (repo / "pytorch_model.bin").write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 9\n")
+    lfs_pointer = b"version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 9\n"
+    (repo / "pytorch_model.bin").write_bytes(lfs_pointer)
     with pytest.raises(ValueError) as e:
         load(repo)
     one_line_error(e, "git lfs pull")
@@ -507,9 +540,9 @@ def test_wrong_layouts_and_damaged_files(tmp_path, released):
 
     safetensors_torch = pytest.importorskip("safetensors.torch")
     os.remove(repo / "pytorch_model.bin")
-    safetensors_torch.save_file({k: v.contiguous() for k, v in reference.state_dict().items()
-                                 if k != "lm_head.weight" and "word_embeddings" not in k and "position_" not in k},
-                                repo / "model.safetensors")
+    state = {k: v.contiguous() for k, v in reference.state_dict().items()
+             if k != "lm_head.weight" and "word_embeddings" not in k and "position_" not in k}
+    safetensors_torch.save_file(state, repo / "model.safetensors")
     data = (repo / "model.safetensors").read_bytes()
     (repo / "model.safetensors").write_bytes(data[:-100])
     with pytest.raises(ValueError) as e:
@@ -522,11 +555,13 @@ def test_wrong_layouts_and_damaged_files(tmp_path, released):
 
 
 class Server:
-    """Serves files from memory on 127.0.0.1 with HTTP Range; can cut a response short once, or announce
-    a hub size (X-Linked-Size) of its own. Stops itself after max_requests; the fixture stops it too."""
+    """Serves files from memory on 127.0.0.1 with HTTP Range; can cut a response short once, or
+    announce a hub size (X-Linked-Size) of its own. Stops itself after max_requests; the fixture
+    stops it too."""
 
     def __init__(self, files, cut=(), linked_size=None, max_requests=50):
-        self.files, self.cut, self.linked_size, self.requests = files, set(cut), linked_size or {}, []
+        self.files, self.cut = files, set(cut)
+        self.linked_size, self.requests = linked_size or {}, []
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -565,14 +600,16 @@ class Server:
 def serve(tmp_path, monkeypatch):
     servers = []
     monkeypatch.setattr("files.RETRY_SLEEP", 0.0)
-    monkeypatch.setattr("files.DOWNLOAD_CHUNK", 1024)  # a cut connection keeps what arrived: files here are small
+    # a cut connection keeps what arrived: files here are small
+    monkeypatch.setattr("files.DOWNLOAD_CHUNK", 1024)
     monkeypatch.setenv("BACKPACK_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
 
     def start(files, **kw):
         servers.append(Server(files, **kw))
         monkeypatch.setenv("HF_ENDPOINT", servers[-1].url)
-        monkeypatch.setenv("BACKPACK_STANFORD_URL", servers[-1].url + "/nlp/data/backpacks-acl2023/main/")
+        stanford_url = servers[-1].url + "/nlp/data/backpacks-acl2023/main/"
+        monkeypatch.setenv("BACKPACK_STANFORD_URL", stanford_url)
         return servers[-1]
 
     yield start
@@ -586,18 +623,20 @@ HUB = "/stanfordnlp/backpack-gpt2/resolve/main/"
 
 def hub_files(tmp_path, model):
     save_pretrained(model, tmp_path / "upload")
-    return {HUB + name: (tmp_path / "upload" / name).read_bytes() for name in ("config.json", "pytorch_model.bin")}
+    names = ("config.json", "pytorch_model.bin")
+    return {HUB + name: (tmp_path / "upload" / name).read_bytes() for name in names}
 
 
 def test_download_resumes_a_cut_connection_then_uses_the_cache(tmp_path, serve, capsys):
     model = tiny(seed=7)
     files = hub_files(tmp_path, model)
     size = len(files[HUB + "pytorch_model.bin"])
-    server = serve(files, cut={HUB + "pytorch_model.bin"}, linked_size={HUB + "pytorch_model.bin": size})
+    server = serve(files, cut={HUB + "pytorch_model.bin"},
+                   linked_size={HUB + "pytorch_model.bin": size})
     assert_same_model(model, load("stanfordnlp/backpack-gpt2"))
     weights = [r for p, r in server.requests if p.endswith(".bin")]
     assert len(weights) == 2 and weights[0] is None
-    assert 0 < int(weights[1][6:-1]) <= size // 2  # the second request resumed from what had arrived
+    assert 0 < int(weights[1][6:-1]) <= size // 2  # the second request resumed from what arrived
     assert "pytorch_model.bin:" in capsys.readouterr().err  # a progress line
     cached = tmp_path / "cache" / "stanfordnlp" / "backpack-gpt2"
     assert sorted(os.listdir(cached)) == ["config.json", "pytorch_model.bin"]
@@ -624,14 +663,16 @@ def test_download_catches_a_wrong_size(tmp_path, serve):
     with pytest.raises(ValueError) as e:
         load("stanfordnlp/backpack-gpt2")
     one_line_error(e, f"gave {size} bytes", str(size + 1))
-    assert not (tmp_path / "cache" / "stanfordnlp" / "backpack-gpt2" / "pytorch_model.bin").exists()
-    assert not (tmp_path / "cache" / "stanfordnlp" / "backpack-gpt2" / "pytorch_model.bin.part").exists()
+    cached = tmp_path / "cache" / "stanfordnlp" / "backpack-gpt2"
+    assert not (cached / "pytorch_model.bin").exists()
+    assert not (cached / "pytorch_model.bin.part").exists()
 
 
 def test_download_of_a_lightning_checkpoint_by_name_and_http_errors(tmp_path, serve):
     model = tiny(seed=9, n_embd=128, n_head=2, n_layer=2)
     path = write_lightning(tmp_path / "x.ckpt", model, {"n_head": 2})
-    server = serve({"/nlp/data/backpacks-acl2023/main/backpack-mini-flash-fp16.ckpt": path.read_bytes()})
+    url_path = "/nlp/data/backpacks-acl2023/main/backpack-mini-flash-fp16.ckpt"
+    server = serve({url_path: path.read_bytes()})
     loaded = load("backpack-mini")
     assert (tmp_path / "cache" / "backpack-mini-flash-fp16.ckpt").is_file()
     assert loaded.config == model.config
@@ -644,7 +685,8 @@ def test_download_of_a_lightning_checkpoint_by_name_and_http_errors(tmp_path, se
     with pytest.raises(ConnectionError) as e:
         load("backpack-micro")
     one_line_error(e, "cannot reach 127.0.0.1", str(tmp_path / "cache"), "run again")
-    assert ".part" not in str(e.value) and not (tmp_path / "cache" / "backpack-micro-flash-fp16.ckpt.part").exists()
+    assert ".part" not in str(e.value)
+    assert not (tmp_path / "cache" / "backpack-micro-flash-fp16.ckpt.part").exists()
 
 
 def test_offline_hub_download_is_one_plain_line_and_leaves_no_folder(tmp_path, serve):
@@ -653,7 +695,8 @@ def test_offline_hub_download_is_one_plain_line_and_leaves_no_folder(tmp_path, s
     server.httpd.server_close()
     with pytest.raises(ConnectionError) as e:
         load("stanfordnlp/backpack-gpt2")
-    one_line_error(e, "cannot reach 127.0.0.1", "no network connection", str(tmp_path / "cache"), "run again later")
+    one_line_error(e, "cannot reach 127.0.0.1", "no network connection", str(tmp_path / "cache"),
+                   "run again later")
     assert len(str(e.value)) < 250 and not (tmp_path / "cache").exists()
 
 
@@ -661,9 +704,11 @@ def test_a_safetensors_file_whose_tensors_share_bytes_is_refused(tmp_path):
     import struct
     header = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
                          "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
-    (tmp_path / "x.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + struct.pack("<2f", 1, 2))
-    with pytest.raises(ValueError, match="its tensor b's data_offsets \\[0, 8\\] do not follow the tensor before it"):
+    data = struct.pack("<2f", 1, 2)
+    (tmp_path / "x.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + data)
+    with pytest.raises(ValueError, match="its tensor b's data_offsets \\[0, 8\\] do not follow "
+                                         "the tensor before it"):
         read_safetensors(tmp_path / "x.safetensors")
     header = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
-    (tmp_path / "y.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + struct.pack("<2f", 1, 2))
+    (tmp_path / "y.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + data)
     assert read_safetensors(tmp_path / "y.safetensors")["a"].tolist() == [1.0, 2.0]

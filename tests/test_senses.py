@@ -16,10 +16,9 @@ from backpack import GPT2_VOCAB, Backpack, BackpackConfig
 from conftest import REPO
 
 
-
-
 def tiny_model(seed=0, **kw):
-    args = dict(block_size=32, vocab_size=64, n_layer=2, n_head=2, n_embd=32, num_senses=4, dropout=0.0)
+    args = dict(block_size=32, vocab_size=64, n_layer=2, n_head=2, n_embd=32, num_senses=4,
+                dropout=0.0)
     args.update(kw)
     torch.manual_seed(seed)
     return Backpack(BackpackConfig(**args)).eval()
@@ -82,7 +81,8 @@ def test_scale_sense_equals_scaling_alpha_at_the_words_positions():
         assert out[0, t] == logits[0, -1, :GPT2_VOCAB].argmax()
     with pytest.raises(ValueError, match="sense 4 is out of range"):
         interventions.scale_sense(model, 5, {4: 0.0})
-    with pytest.raises(ValueError, match="sense -1 is out of range"):  # it would silently scale the last sense
+    # -1 would silently scale the last sense
+    with pytest.raises(ValueError, match="sense -1 is out of range"):
         interventions.scale_sense(model, 5, {-1: 0.0})
     with pytest.raises(ValueError, match="sense 1.5 is out of range"):  # it would scale none
         interventions.scale_sense(model, 5, {1.5: 0.0})
@@ -102,11 +102,12 @@ def test_edit_knowledge_formula_on_hand_made_vectors():
     expected = torch.tensor([[0.0, 11, 7, 0, 0, 0, 0, 1], [0.0, -4, 0, 1, 0, 0, 0, 0]])
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(model.senses(torch.tensor([[word]]))[0, :, 0], expected)
-    # what each sense gave Apple now goes to HP: E C'[new] = E C[new] + E C[old] (orthogonal e_r, e_a)
+    # what each sense gave Apple now goes to HP: E C'[new] = E C[new] + E C[old] (e_r . e_a = 0)
     E = model.wte.weight
     torch.testing.assert_close(expected @ E[new], hand @ E[new] + hand @ E[old])
     torch.testing.assert_close(expected @ E[old], torch.zeros(2))
-    with pytest.raises(ValueError, match=r"token ids must be in \[0, 64\)"):  # -1 would be a padding row
+    # -1 would be a padding row
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 64\)"):
         interventions.edit_knowledge(model, word, -1, new)
 
 
@@ -121,7 +122,7 @@ def test_rankdata_averages_ties():
 def test_spearman_against_hand_values():
     # no ties: 1 - 6 sum d^2 / (n (n^2 - 1)) = 1 - 6*4/120 = 0.8
     assert senses.spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) == pytest.approx(0.8)
-    # ties: ranks [1, 2.5, 2.5, 4] vs [1, 3, 2, 4]: Pearson of the ranks = 4.5 / sqrt(4.5 * 5) = 3 / sqrt(10)
+    # ties: ranks [1, 2.5, 2.5, 4] vs [1, 3, 2, 4]: Pearson = 4.5 / sqrt(4.5 * 5) = 3 / sqrt(10)
     assert senses.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(3 / 10 ** 0.5)
     assert senses.spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
     assert np.isnan(senses.spearman([1, 1, 1], [1, 2, 3]))
@@ -138,20 +139,22 @@ def test_read_similarity(tmp_path):
 
 def test_similarity_eval_by_hand(enc):
     model = gpt2_model()
-    pairs = [("cat", "dog", 8.0), ("car", "automobile", 9.5), ("old", "new", 1.0), ("cup", "mug", 7.0)]
+    pairs = [("cat", "dog", 8.0), ("car", "automobile", 9.5), ("old", "new", 1.0),
+             ("cup", "mug", 7.0)]
     result, n_split = senses.similarity_eval(model, enc, pairs)
 
     def vec(w):  # the senses of a word, its subwords averaged
         ids = enc.encode(" " + w)
         return model.senses(torch.tensor([ids]))[0].mean(1)  # (k, d)
 
-    sims = torch.stack([torch.nn.functional.cosine_similarity(vec(a), vec(b), dim=-1) for a, b, _ in pairs])
+    sims = torch.stack([torch.nn.functional.cosine_similarity(vec(a), vec(b), dim=-1)
+                        for a, b, _ in pairs])
     gold = [s for _, _, s in pairs]
     for l in range(4):
         assert result[l] == pytest.approx(senses.spearman(sims[:, l].tolist(), gold))
     assert result["min"] == pytest.approx(senses.spearman(sims.min(1).values.tolist(), gold))
-    assert n_split == sum(len(enc.encode(" " + w)) > 1 for w in {"cat", "dog", "car", "automobile", "old", "new",
-                                                                    "cup", "mug"})
+    assert n_split == sum(len(enc.encode(" " + w)) > 1
+                          for w in {"cat", "dog", "car", "automobile", "old", "new", "cup", "mug"})
 
 
 # 4. the bias measurement
@@ -159,11 +162,14 @@ def test_similarity_eval_by_hand(enc):
 
 def test_gender_bias_machinery(enc):
     model = gpt2_model()
-    professions, templates = ["nurse", "CEO", "hairdresser"], ["My {} said that", "The {} was with the car. When"]
-    interventions.scale_sense(model, enc.encode(" the")[0], {0: 0.5})  # an edit of the user's own: kept as it was
+    professions = ["nurse", "CEO", "hairdresser"]
+    templates = ["My {} said that", "The {} was with the car. When"]
+    # an edit of the user's own: kept as it was
+    interventions.scale_sense(model, enc.encode(" the")[0], {0: 0.5})
     saved = {k: v.clone() for k, v in model.sense_edits.items()}
-    before, after, used, skipped = interventions.gender_bias(model, enc, sense=1, factor=0.0, professions=professions,
-                                                      templates=templates)
+    before, after, used, skipped = interventions.gender_bias(model, enc, sense=1, factor=0.0,
+                                                             professions=professions,
+                                                             templates=templates)
     assert skipped == ["hairdresser"] and used == ["nurse", "CEO"]
     he, she = enc.encode(" he")[0], enc.encode(" she")[0]
     ratios_before, ratios_after = [], []
@@ -173,7 +179,8 @@ def test_gender_bias_machinery(enc):
             idx = torch.tensor([enc.encode(t.format(job))])
             p = torch.softmax(model(idx)[0][0, -1].double(), -1)
             ratios_before.append(max(p[he] / p[she], p[she] / p[he]).item())
-            alpha = model.sense_weights(idx)  # removing sense 1 = zeroing its weights where the job is
+            # removing sense 1 = zeroing its weights where the job is
+            alpha = model.sense_weights(idx)
             alpha[:, 1, :, idx[0] == job_id] = 0
             p = torch.softmax(model(idx, sense_weights=alpha)[0][0, -1].double(), -1)
             ratios_after.append(max(p[he] / p[she], p[she] / p[he]).item())
@@ -216,14 +223,16 @@ def test_apply_interventions(enc):
     assert len(nurse) == len(mac) == 1 and len(pad) == 2  # ' Think' + 'Pad'
     idx = torch.tensor([nurse + mac + pad])
     original = model.senses(idx)[0]
-    interventions.apply_interventions(model, enc, scale=["nurse:1=0,2=3"], edit=["MacBook:Apple->HP", "ThinkPad:Lenovo->HP"],
-                               log=notes.append)
+    interventions.apply_interventions(model, enc, scale=["nurse:1=0,2=3"],
+                                      edit=["MacBook:Apple->HP", "ThinkPad:Lenovo->HP"],
+                                      log=notes.append)
     got = model.senses(idx)[0]
     torch.testing.assert_close(got[1, 0], torch.zeros(16))
     torch.testing.assert_close(got[2, 0], 3 * original[2, 0])
     torch.testing.assert_close(got[0, 0], original[0, 0])
     e_a = model.wte.weight[enc.encode(" HP")[0]]
-    for j, old in [(1, " Apple"), (2, " Lenovo"), (3, " Lenovo")]:  # every subword of ThinkPad is edited
+    # every subword of ThinkPad is edited
+    for j, old in [(1, " Apple"), (2, " Lenovo"), (3, " Lenovo")]:
         e_r = model.wte.weight[enc.encode(old)[0]]
         c = original[:, j] @ e_r / (e_r @ e_r)
         expected = original[:, j] - c[:, None] * e_r + c[:, None] * e_a * (e_r @ e_r) / (e_a @ e_a)
@@ -246,23 +255,26 @@ def test_topic_boost_bands():
     assert (mult[60:80] == 1.5).all() and (mult[:60] == 1).all()
     mult = interventions.topic_boosts(scores, 3).flatten()
     assert (mult[80:] == 3.3).all() and (mult[60:80] == 3.0).all()
-    mult = interventions.topic_boosts(torch.zeros(10, 4), 1)  # no topic mass anywhere: nothing is boosted
+    mult = interventions.topic_boosts(torch.zeros(10, 4), 1)  # no topic mass: nothing is boosted
     assert (mult == 1).all()
 
 
 def test_topic_control(enc):
     model = gpt2_model()
     bag, missing = interventions.topic_bag(enc, ["food", "dining", "xqzvbnmw"])
-    assert enc.encode(" food")[0] in bag and enc.encode(" Food")[0] in bag and missing == ["xqzvbnmw"]
+    assert enc.encode(" food")[0] in bag and enc.encode(" Food")[0] in bag
+    assert missing == ["xqzvbnmw"]
     candidates = list(range(300))
-    scores = interventions.topic_scores(model, bag, candidates, max_floats=1 << 20)  # several chunks
+    # several chunks
+    scores = interventions.topic_scores(model, bag, candidates, max_floats=1 << 20)
     # one word by hand: positive mass on the bag over the max of E C(x)_l
     v = senses.sense_vocab_scores(model, 123)
     expected = v[:, bag].clamp(min=0).sum(1) / v.max(1).values
     torch.testing.assert_close(scores[123], torch.where(v.max(1).values > 0, expected, 0))
     before = model.senses(torch.tensor([candidates]))[0]
     notes = []
-    n = interventions.topic_control(model, enc, ["food", "dining"], strength=3, topic_vocab=300, log=notes.append)
+    n = interventions.topic_control(model, enc, ["food", "dining"], strength=3, topic_vocab=300,
+                                    log=notes.append)
     mult = interventions.topic_boosts(scores, 3)
     assert n == int((mult != 1).any(1).sum()) > 0
     after = model.senses(torch.tensor([candidates]))[0]
@@ -308,7 +320,8 @@ def test_cli_word_table(capsys, ckpt_dir):
 
 
 def test_cli_context(capsys, ckpt_dir):
-    out = run(capsys, "--context", "The nurse said that", "--target", " she", "--init_from", ckpt_dir, "--top", "4")
+    out = run(capsys, "--context", "The nurse said that", "--target", " she",
+              "--init_from", ckpt_dir, "--top", "4")
     lines = out.splitlines()
     assert lines[0].startswith("logit of ' she' after 'The nurse said that' (position 3)")
     assert len(lines) == 2 + 4 + 2
@@ -331,9 +344,12 @@ def test_cli_similarity_and_bias(capsys, ckpt_dir, tmp_path, enc):
     assert "3 word pairs" in out and "min:" in out and " 3: " in out
     out = run(capsys, "--bias", "--sense", "2", "--init_from", ckpt_dir)
     lines = out.splitlines()
-    assert lines[0].startswith("gender bias: mean over 30 professions x 13 prompts")  # 10 are several tokens
-    assert lines[2].startswith("  unmodified: ") and lines[3].startswith("  each profession's sense 2 removed: ")
-    before, after, _, _ = interventions.gender_bias(Backpack.from_pretrained(ckpt_dir), enc, sense=2)
+    # 10 professions are several tokens
+    assert lines[0].startswith("gender bias: mean over 30 professions x 13 prompts")
+    assert lines[2].startswith("  unmodified: ")
+    assert lines[3].startswith("  each profession's sense 2 removed: ")
+    model = Backpack.from_pretrained(ckpt_dir)
+    before, after, _, _ = interventions.gender_bias(model, enc, sense=2)
     assert float(lines[2].split()[1]) == pytest.approx(before, abs=1e-3)
     assert float(lines[3].split()[5]) == pytest.approx(after, abs=1e-3)
 
@@ -341,17 +357,20 @@ def test_cli_similarity_and_bias(capsys, ckpt_dir, tmp_path, enc):
 @pytest.mark.parametrize("argv,message", [
     (["--word", ""], "the word is empty"),
     (["--word", "   "], "the word is empty"),
-    (["--word", "science", "--subword", "1"], "--subword 1 is out of range: 'science' has 1 subword"),
+    (["--word", "science", "--subword", "1"],
+     "--subword 1 is out of range: 'science' has 1 subword"),
     (["--word", "science", "--top", "0"], "--top must be in [1, inf), got 0"),
     (["--bias"], "sense 10 is out of range: this model has senses 0..3"),
     (["--context", "The nurse said that", "--target", " nurses said"], "must be one token"),
     (["--context", "The nurse said that", "--position", "9"], "--position 9 is outside"),
     (["--context", ""], "--context is empty"),
     (["--similarity", "/nonexistent/sim.txt"], "No such file or directory: '/nonexistent/sim.txt'"),
-    (["--word", "science", "--bias"], "give one of --word WORD, --context TEXT, --similarity FILE, --bias or --health"),
+    (["--word", "science", "--bias"],
+     "give one of --word WORD, --context TEXT, --similarity FILE, --bias or --health"),
     (["--wrd", "science"], "unknown config key --wrd (did you mean --word?)"),
     pytest.param(["--word", "science", "--device", "cuda"], "this PyTorch has no CUDA device",
-                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")),
+                 marks=pytest.mark.skipif(torch.cuda.is_available(),
+                                          reason="CUDA is available here")),
 ])
 def test_cli_bad_inputs(ckpt_dir, argv, message):
     # the script prints these as one line (test_errors.py)
@@ -362,23 +381,29 @@ def test_cli_bad_inputs(ckpt_dir, argv, message):
 
 def test_cli_a_model_without_senses(tmp_path):
     model = gpt2_model(num_senses=0)  # the matched Transformer
-    torch.save({"model_args": asdict(model.config), "model": model.state_dict()}, tmp_path / "ckpt.pt")
+    torch.save({"model_args": asdict(model.config), "model": model.state_dict()},
+               tmp_path / "ckpt.pt")
     with pytest.raises(ValueError) as e:
         senses.main(["--word", "science", "--init_from", str(tmp_path)])
-    assert str(e.value) == f"the model in {tmp_path} has no senses (num_senses=0: a matched Transformer)"
+    assert str(e.value) == (f"the model in {tmp_path} has no senses "
+                            "(num_senses=0: a matched Transformer)")
 
 
 def test_sample_py_interventions(ckpt_dir):
-    run = lambda *argv: subprocess.run([sys.executable, "sample.py", "--init_from", ckpt_dir, "--device=cpu", *argv],
-                                       capture_output=True, text=True, cwd=REPO)  # noqa: E731
-    p = run("--start", "The nurse", "--num_samples", "1", "--max_new_tokens", "3", "--scale", "nurse:1=0", "--scale", "ThinkPad:0=2",
-            "--edit", "MacBook:Apple->HP", "--topic", "food", "--topic_vocab", "50")
+    def run(*argv):
+        return subprocess.run([sys.executable, "sample.py", "--init_from", ckpt_dir, "--device=cpu",
+                               *argv], capture_output=True, text=True, cwd=REPO)
+
+    p = run("--start", "The nurse", "--num_samples", "1", "--max_new_tokens", "3",
+            "--scale", "nurse:1=0", "--scale", "ThinkPad:0=2", "--edit", "MacBook:Apple->HP",
+            "--topic", "food", "--topic_vocab", "50")
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("The nurse") and "' ThinkPad' is 2 subwords" in p.stderr
     assert "topic control: boosted" in p.stderr
     p = run("--scale", "nurse")
-    assert p.returncode == 1 and p.stderr == "sample.py: --scale 'nurse': expected WORD:SENSE=FACTOR[,SENSE=FACTOR...], " \
-                                            "e.g. nurse:10=0\n"
+    assert p.returncode == 1
+    assert p.stderr == ("sample.py: --scale 'nurse': expected WORD:SENSE=FACTOR[,SENSE=FACTOR...], "
+                        "e.g. nurse:10=0\n")
 
 
 def test_sense_health_shows_a_collapse(enc):
@@ -386,8 +411,10 @@ def test_sense_health_shows_a_collapse(enc):
     tokens = enc.encode("the cat sat on the mat, and the dog sat on the log; the end. " * 20)
     cosine, entropy, share = senses.sense_health(model, tokens, words=10, windows=4)
     assert -1 < cosine < 0.9 and len(entropy) == len(share) == 4 and sum(share) == pytest.approx(1)
-    assert all(0 < e <= math.log(50257) + 1e-3 for e in entropy)  # float32 rounding near the flat maximum
-    with torch.no_grad():  # every sense the same: the last layer of the sense network repeats sense 0
+    # + 1e-3: float32 rounding near the flat maximum
+    assert all(0 < e <= math.log(50257) + 1e-3 for e in entropy)
+    # every sense the same: the last layer of the sense network repeats sense 0
+    with torch.no_grad():
         proj = model.sense_network.final_mlp.c_proj
         d = model.config.n_embd
         for l in range(1, 4):
@@ -395,4 +422,5 @@ def test_sense_health_shows_a_collapse(enc):
             proj.bias[l * d:(l + 1) * d] = proj.bias[:d]
     cosine, entropy, share = senses.sense_health(model, tokens, words=10, windows=4)
     assert cosine > 0.999 and max(entropy) - min(entropy) < 1e-4  # collapsed: one sense, k times
-    assert max(share) - min(share) < 0.05  # and each carries the same share of the output (alpha aside)
+    # and each carries the same share of the output (alpha aside)
+    assert max(share) - min(share) < 0.05
