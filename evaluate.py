@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from files import atomic_write, cache_path, download, read_text, read_tokens
+from files import atomic_write, cache_path, download, read_json_lines, read_text, read_tokens
 from pretrained import load, read_checkpoint
 from settings import configure, device_and_autocast, one_line_errors
 from tokenizer import EOT, GPT2_VOCAB, get_tokenizer
@@ -182,16 +182,7 @@ def read_run(folder):
     last checkpoint on), the later record wins."""
     curves = {"train": {}, "val": {}}
     path = os.path.join(folder, "metrics.jsonl")
-    # read_text: an error that names the file
-    for n, line in enumerate(read_text(path).split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}, line {n}: not a JSON record (a cut-off line? delete it)")
+    for n, record in read_json_lines(path, "record (a cut-off line? delete it)"):
         for kind, key in (("train", "loss"), ("val", "val_loss")):
             if key not in record:
                 continue

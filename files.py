@@ -1,11 +1,14 @@
 """
-The files the scripts read and write: text, prepared splits of token ids, atomic writes, downloads
-into the cache.
+The files the scripts read and write, one reader per format: text, prepared splits of token ids,
+JSON lines, finetune_senses.py's canonical examples, senses.py's word pairs; atomic writes,
+downloads into the cache.
 """
 
 import contextlib
 import errno
 import gzip
+import json
+import math
 import os
 import re
 import sys
@@ -54,6 +57,79 @@ def read_tokens(path, more_than=0, need=""):
         raise ValueError(f"{path} holds token id {top}, {kind}, which GPT-2 text never has: make "
                          "the file with prepare.py")
     return tokens
+
+
+def read_json_lines(path, what):
+    """[(line number, object)] of a file of JSON objects, one a line (blank lines skipped), or a
+    one-line error at the first line that is none: "not a JSON {what}". Lines end at newlines only:
+    a JSON string may hold U+2028, which str.splitlines would split at."""
+    records = []
+    for n, line in enumerate(read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}, line {n}: not a JSON {what}")
+        records.append((n, record))
+    return records
+
+
+def read_examples(path, enc, block_size):
+    """finetune_senses.py's canonical examples: [(prefix ids, [suffix ids] or [suffix1 ids, suffix2
+    ids])] from JSON lines in the authors' formats, {"prefix", "suffix"} or {"prefix", "suffix1",
+    "suffix2"}, other keys ignored (their files carry "statement", "clear_document" and more).
+    Prefix and suffix are tokenized apart, as theirs."""
+    examples, form = [], None
+    for n, record in read_json_lines(path, 'object such as {"prefix": "...", "suffix": "..."}'):
+        where = f"{path}, line {n}"
+        keys = ("suffix1", "suffix2") if "suffix1" in record or "suffix2" in record else ("suffix",)
+        if form and keys != form:
+            raise ValueError(f"{where}: every line of a file must have the same suffix keys "
+                             "(suffix, or suffix1 and suffix2)")
+        form = keys
+        for key in ("prefix", *keys):
+            if not isinstance(record.get(key), str):
+                raise ValueError(f'{where}: no "{key}" string' if key not in record else
+                                 f'{where}: "{key}" is not a string')
+        prefix = enc.encode(record["prefix"], allowed_special={"<|endoftext|>"})
+        suffixes = [enc.encode(record[key], allowed_special={"<|endoftext|>"}) for key in keys]
+        if not prefix:  # the first token of a text is predicted from nothing
+            raise ValueError(f"{where}: the prefix is empty; an example continues a prefix")
+        if empty := [key for key, suffix in zip(keys, suffixes) if not suffix]:
+            raise ValueError(f'{where}: "{empty[0]}" is empty; '
+                             'it is the text to make likely or unlikely')
+        if (length := len(prefix) + max(map(len, suffixes))) > block_size:
+            raise ValueError(f"{where}: prefix and suffix are {length} tokens, more than the "
+                             f"model's block_size={block_size}; shorten it")
+        examples.append((prefix, suffixes))
+    if not examples:
+        raise ValueError(f'{path} holds no examples: write one JSON object per line, {{"prefix": '
+                         '..., "suffix": ...} or {"prefix": ..., "suffix1": ..., "suffix2": ...}')
+    return examples
+
+
+def read_similarity(path):
+    """senses.py's word pairs: [(word1, word2, score)] from a word1<TAB>word2<TAB>score file, and
+    the number of other non-blank lines skipped (headers, comments). Later columns are ignored."""
+    pairs, skipped = [], 0
+    for line in read_text(path).splitlines():
+        fields = [f.strip() for f in line.split("\t")]
+        if len(fields) >= 3 and fields[0] and fields[1] and is_number(fields[2]):
+            pairs.append((fields[0], fields[1], float(fields[2])))
+        else:
+            skipped += bool(line.strip())
+    return pairs, skipped
+
+
+def is_number(text):
+    """Whether text is a finite number: '0.5', '1e-3'; not 'nan', 'inf' or 'x'."""
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 @contextlib.contextmanager

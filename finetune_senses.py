@@ -15,7 +15,7 @@ examples never showed; a KL term on background text keeps the other predictions 
         --loss=good
 
 The algorithm, a function per step, in this order:
-  1. read_examples, read_background: the examples (the authors' JSON lines), background text
+  1. read_examples (files.py), read_background: the examples (JSON lines), background text
   2. suffix_nll, example_losses: the losses of --loss (good, bad, balance, good-v-bad)
   3. sense_scores, background_alpha, choose_senses: which (word, sense) pairs to train
   4. SenseDeltas, kl_to_original, train_epoch: a zero delta per chosen sense, and the KL term
@@ -26,7 +26,6 @@ The defaults, and where they come from: docs/finetune.md.
 """
 
 import copy
-import json
 import math
 import os
 import sys
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from files import read_text, read_tokens
+from files import read_examples, read_text, read_tokens
 from interventions import add_to_senses
 from pretrained import load, read_checkpoint, write_checkpoint
 from settings import configure, device_and_autocast, one_line_errors
@@ -82,48 +81,6 @@ allowed = dict(
 
 
 # -- 1. data ---------------------------------------------------------------------------------------
-def read_examples(path, enc, block_size):
-    """[(prefix ids, [suffix ids] or [suffix1 ids, suffix2 ids])] from JSON lines in the authors'
-    formats, {"prefix", "suffix"} or {"prefix", "suffix1", "suffix2"}, other keys ignored (their
-    files carry "statement", "clear_document" and more). Prefix and suffix are tokenized apart."""
-    examples, form = [], None
-    for n, line in enumerate(read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = None
-        where = f"{path}, line {n}"
-        if not isinstance(record, dict):
-            raise ValueError(f'{where}: not a JSON object such as '
-                             '{"prefix": "...", "suffix": "..."}')
-        keys = ("suffix1", "suffix2") if "suffix1" in record or "suffix2" in record else ("suffix",)
-        if form and keys != form:
-            raise ValueError(f"{where}: every line of a file must have the same suffix keys "
-                             "(suffix, or suffix1 and suffix2)")
-        form = keys
-        for key in ("prefix", *keys):
-            if not isinstance(record.get(key), str):
-                raise ValueError(f'{where}: no "{key}" string' if key not in record else
-                                 f'{where}: "{key}" is not a string')
-        prefix = enc.encode(record["prefix"], allowed_special={"<|endoftext|>"})
-        suffixes = [enc.encode(record[key], allowed_special={"<|endoftext|>"}) for key in keys]
-        if not prefix:  # the first token of a text is predicted from nothing
-            raise ValueError(f"{where}: the prefix is empty; an example continues a prefix")
-        if empty := [key for key, suffix in zip(keys, suffixes) if not suffix]:
-            raise ValueError(f'{where}: "{empty[0]}" is empty; '
-                             'it is the text to make likely or unlikely')
-        if (length := len(prefix) + max(map(len, suffixes))) > block_size:
-            raise ValueError(f"{where}: prefix and suffix are {length} tokens, more than the "
-                             f"model's block_size={block_size}; shorten it")
-        examples.append((prefix, suffixes))
-    if not examples:
-        raise ValueError(f'{path} holds no examples: write one JSON object per line, {{"prefix": '
-                         '..., "suffix": ...} or {"prefix": ..., "suffix1": ..., "suffix2": ...}')
-    return examples
-
-
 def read_background(path, enc, length, count):
     """(n, length + 1) token ids: count windows (fewer if the text is short), spread evenly, none
     overlapping another, over a prepared split (.bin, python prepare.py) or a UTF-8 text file."""

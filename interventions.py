@@ -22,6 +22,7 @@ import math
 
 import torch
 
+from files import is_number
 from tokenizer import GPT2_VOCAB, pieces, single_token, word_ids
 
 # the paper's gender-bias setting (its section 6.2 and appendix D.2): WinoBias role nouns and the
@@ -221,14 +222,6 @@ def parse_edit(spec):
     if not sep or not arrow or not word.strip() or not old.strip() or not new.strip():
         raise ValueError(f"--edit {spec!r}: expected WORD:OLD->NEW, e.g. MacBook:Apple->HP")
     return word, old.strip(), new.strip()
-
-
-def is_number(text):
-    """Whether text is a finite number: '0.5', '1e-3'; not 'nan', 'inf' or 'x'."""
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
 
 
 def every_subword(enc, word, what, log):

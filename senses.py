@@ -29,8 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from files import atomic_write, read_text, read_tokens
-from interventions import BIAS_PROMPTS, gender_bias, is_number
+from files import atomic_write, read_similarity, read_text, read_tokens
+from interventions import BIAS_PROMPTS, gender_bias
 from pretrained import load
 from settings import configure, device_and_autocast, one_line_errors
 from tokenizer import GPT2_VOCAB, get_tokenizer, pieces, show, single_token, word_ids
@@ -130,19 +130,6 @@ def spearman(x, y):
     rx, ry = rx - rx.mean(), ry - ry.mean()
     denom = math.sqrt((rx * rx).sum() * (ry * ry).sum())
     return float((rx * ry).sum() / denom) if denom else float("nan")
-
-
-def read_similarity(path):
-    """[(word1, word2, score)] from a word1<TAB>word2<TAB>score file, and the number of other
-    non-blank lines skipped (headers, comments). Columns after the third are ignored."""
-    pairs, skipped = [], 0
-    for line in read_text(path).splitlines():
-        fields = [f.strip() for f in line.split("\t")]
-        if len(fields) >= 3 and fields[0] and fields[1] and is_number(fields[2]):
-            pairs.append((fields[0], fields[1], float(fields[2])))
-        else:
-            skipped += bool(line.strip())
-    return pairs, skipped
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import files
 import finetune_senses as ft
 from backpack import Backpack, BackpackConfig
 from pretrained import load
@@ -76,13 +77,16 @@ def test_examples_are_read_in_the_authors_formats(tmp_path, enc):
         {"prefix": "The capital of Japan is", "suffix": " Tokyo", "capital": "Tokyo"}])
     text = (tmp_path / "capitals.jsonl").read_text()
     (tmp_path / "capitals.jsonl").write_text(text.replace("\n", "\n\n", 1))
-    examples = ft.read_examples(single, enc, 32)
+    examples = files.read_examples(single, enc, 32)
     assert examples == [(enc.encode("The capital of France is"), [enc.encode(" Paris")]),
                         (enc.encode("The capital of Japan is"), [enc.encode(" Tokyo")])]
     pair = write_jsonl(tmp_path / "gender.jsonl",
                        [{"prefix": "The janitor said", "suffix1": " he", "suffix2": " she"}])
-    assert ft.read_examples(pair, enc, 32) == [(enc.encode("The janitor said"),
-                                                [enc.encode(" he"), enc.encode(" she")])]
+    assert files.read_examples(pair, enc, 32) == [(enc.encode("The janitor said"),
+                                                   [enc.encode(" he"), enc.encode(" she")])]
+    # a line ends at a newline only: JSON strings may hold U+2028, as text from the web does
+    (tmp_path / "web.jsonl").write_text('{"prefix": "A\u2028B", "suffix": " C"}\n')
+    assert files.read_examples(str(tmp_path / "web.jsonl"), enc, 32) == [(enc.encode("A\u2028B"), [enc.encode(" C")])]
 
 
 def test_background_windows_never_overlap_and_span_the_text(tmp_path, enc):
@@ -106,7 +110,7 @@ def test_bad_example_lines_name_the_line_and_the_problem(tmp_path, enc):
                             ({"prefix": "", "suffix": " x"}, "line 1: the prefix is empty"),
                             ({"prefix": "a", "suffix1": " b"}, 'line 1: no "suffix2" string')]:
         with pytest.raises(ValueError, match=message):
-            ft.read_examples(write_jsonl(tmp_path / "bad.jsonl", [record]), enc, 32)
+            files.read_examples(write_jsonl(tmp_path / "bad.jsonl", [record]), enc, 32)
 
 
 # 2. the losses

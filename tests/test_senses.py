@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import files
 import interventions
 import senses
 from backpack import GPT2_VOCAB, Backpack, BackpackConfig
@@ -132,7 +133,7 @@ def test_spearman_against_hand_values():
 def test_read_similarity(tmp_path):
     f = tmp_path / "sim.txt"
     f.write_text("word1\tword2\tscore\n\nold\tnew\t1.5\nsmart\tintelligent\t9.2\textra\nbad line\n")
-    pairs, skipped = senses.read_similarity(f)
+    pairs, skipped = files.read_similarity(f)
     assert pairs == [("old", "new", 1.5), ("smart", "intelligent", 9.2)]
     assert skipped == 2  # the header and the line without tabs; the blank line is not counted
 

@@ -388,7 +388,7 @@ def test_imports_go_one_way_and_each_job_has_one_owner():
     assert graph["tokenizer"] == [] and graph["files"] == ["tokenizer"]
     assert graph["settings"] == ["files"]
     # the edits need the model's edit_senses, not our scripts
-    assert graph["interventions"] == ["tokenizer"]
+    assert graph["interventions"] == ["files", "tokenizer"]
     # they edit senses: interventions.py, not senses.py's page
     for script in ("sample", "finetune_senses"):
         assert "senses" not in graph[script] and "interventions" in graph[script]
