@@ -299,6 +299,9 @@ def read_lightning(path):
         tensors[name] = t
     if "wte.weight" not in tensors or "wpe.weight" not in tensors:
         raise ValueError("it has no word and position embeddings: not a Backpack's")
+    if tensors["wte.weight"].dim() != 2 or 0 in tensors["wte.weight"].shape:  # d divides below
+        raise ValueError(f"its word embeddings are {tuple(tensors['wte.weight'].shape)}, "
+                         "not (vocabulary, width)")
     vocab_size, d = tensors["wte.weight"].shape
     senses_out = tensors.get("sense_network.final_mlp.c_proj.weight")
     # n_head shows in no shape: from the hyperparameters, else the paper's sizes (README's table)

@@ -37,8 +37,7 @@ settings = dict(
     device="cuda" if torch.cuda.is_available() else "cpu",
     # 'auto': bfloat16 on CUDA where supported, else float16; float32 on CPU
     dtype="auto",
-    # -- edits of senses (interventions.py), wherever the word occurs; --scale and --edit can be
-    # repeated
+    # -- edits of senses (interventions.py), wherever the word occurs; --scale, --edit may repeat
     scale=[],  # WORD:SENSE=FACTOR[,SENSE=FACTOR...]: nurse:10=0 removes sense 10 of ' nurse'
     edit=[],  # WORD:OLD->NEW, the paper's knowledge edit: MacBook:Apple->HP
     topic="",  # steer towards a topic: comma-separated words, e.g. food,dining

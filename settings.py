@@ -94,16 +94,21 @@ def print_help(settings, allowed, script):
     tree, lines, comments = ast.parse(source), source.split("\n"), {}
     call = next(node.value for node in tree.body if isinstance(node, ast.Assign)
                 and getattr(node.targets[0], "id", "") == "settings")
-    end = call.lineno  # where the previous setting's lines end
+    end, headings = call.lineno, {}  # where the previous setting's lines end
     for keyword in call.keywords:
         above = [line.strip()[1:].strip() for line in lines[end:keyword.value.lineno - 1]]
+        # "# -- I/O" heads a group of settings; it is no setting's comment
+        headings[keyword.arg] = [text for text in above if text.startswith("-- ")]
         beside = (lines[keyword.value.end_lineno - 1][keyword.value.end_col_offset:]
                   .partition("#")[2].strip())
-        comments[keyword.arg] = " ".join(text for text in [*above, beside] if text)
+        comments[keyword.arg] = " ".join(text for text in [*above, beside]
+                                          if text and not text.startswith("-- "))
         end = keyword.value.end_lineno
     print((ast.get_docstring(tree) or "").strip() + "\n\nSettings (--key=value), their defaults "
           "and the values allowed:")
     for key, value in settings.items():
+        for heading in headings.get(key, []):
+            print(f"  {heading}")
         print(f"  --{key}={value!r}" + (f"  {allowed[key]}" if key in allowed else ""))
         if comments.get(key):
             print(f"      {comments[key]}")

@@ -192,9 +192,9 @@ def get_batch(split, key, first, count):
     reopened each time: one kept open grows in memory as it is read (nanoGPT's known leak)."""
     data = np.memmap(data_path[split], dtype=np.uint16, mode="r")
     draws = range(first // batch_size, (first + count - 1) // batch_size + 1)
-    gens = [torch.Generator().manual_seed(derive_seed(seed, split, *key, n)) for n in draws]
+    generators = [torch.Generator().manual_seed(derive_seed(seed, split, *key, n)) for n in draws]
     ix = torch.cat([torch.randint(len(data) - block_size, (batch_size,), generator=g)
-                    for g in gens])[first - draws[0] * batch_size:][:count].tolist()
+                    for g in generators])[first - draws[0] * batch_size:][:count].tolist()
     x = torch.from_numpy(np.stack([data[i:i + block_size] for i in ix]).astype(np.int64))
     y = torch.from_numpy(np.stack([data[i + 1:i + 1 + block_size] for i in ix]).astype(np.int64))
     if device_type == "cuda":
@@ -318,6 +318,14 @@ def save_checkpoint():
     return iter_num
 
 
+def last_checkpoint():
+    """Where a stopped run can continue from."""
+    if saved_at is None:
+        return "no checkpoint was saved"
+    return (f"the last checkpoint is {ckpt_path}, from step {saved_at}: --init_from=resume "
+            "continues from it")
+
+
 # -- training --------------------------------------------------------------------------------------
 metrics, metrics_path = None, os.path.join(out_dir, "metrics.jsonl")  # every logged loss, unrounded
 if master and not eval_only:
@@ -345,9 +353,9 @@ try:
             t_eval = time.time()
             losses = estimate_loss()
             if not all(map(math.isfinite, losses.values())):  # and no checkpoint of it
-                raise ValueError(f"the loss is {losses['val']} at step {iter_num}: training "
-                                 "diverged; lower --learning_rate (the last checkpoint is from "
-                                 f"step {saved_at})")
+                raise ValueError(f"the train loss is {losses['train']}, the val loss "
+                                 f"{losses['val']} at step {iter_num}: training diverged; lower "
+                                 f"--learning_rate ({last_checkpoint()})")
             log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             if metrics:
                 print(json.dumps({"iter": iter_num, "train_loss": losses["train"],
@@ -389,8 +397,7 @@ try:
             step_loss = loss_sum.item() / iters_logged / world_size  # mean over steps and ranks
             if not math.isfinite(step_loss):
                 raise ValueError(f"the loss is {step_loss} at step {iter_num}: training diverged; "
-                                 "lower --learning_rate (the last checkpoint is from step "
-                                 f"{saved_at})")
+                                 f"lower --learning_rate ({last_checkpoint()})")
             dt = (time.time() - t_log) / iters_logged
             mfu = raw_model.estimate_mfu(micro_batch * grad_accum, dt)
             log(f"iter {iter_num}: loss {step_loss:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, "
@@ -402,9 +409,7 @@ try:
             t_log, iters_logged, loss_sum = time.time(), 0, torch.zeros((), device=device)
 
 except KeyboardInterrupt:  # nothing is lost: say where the run can continue from
-    raise KeyboardInterrupt(f"the last checkpoint is {ckpt_path}, from step {saved_at}: "
-                            "--init_from=resume continues from it" if saved_at is not None
-                            else "no checkpoint was saved") from None
+    raise KeyboardInterrupt(last_checkpoint()) from None
 elapsed = time.time() - start_time
 if ddp:  # a real check that data parallelism kept the replicas identical
     h = hashlib.sha256()

@@ -2,7 +2,7 @@
 on stderr that says what is wrong (no traceback, a non-zero exit), and nothing is lost. CASES is
 the sweep:
 
-    python -m pytest -q test_errors.py
+    python -m pytest -q tests/test_errors.py
 
 CPU, tiny files written under pytest's tmp_path. The table's cases run two at a time, each as
 `python script.py ARGS` would, in a process forked from a server that has imported torch once

@@ -86,7 +86,8 @@ def test_examples_are_read_in_the_authors_formats(tmp_path, enc):
                                                    [enc.encode(" he"), enc.encode(" she")])]
     # a line ends at a newline only: JSON strings may hold U+2028, as text from the web does
     (tmp_path / "web.jsonl").write_text('{"prefix": "A\u2028B", "suffix": " C"}\n')
-    assert files.read_examples(str(tmp_path / "web.jsonl"), enc, 32) == [(enc.encode("A\u2028B"), [enc.encode(" C")])]
+    web = files.read_examples(str(tmp_path / "web.jsonl"), enc, 32)
+    assert web == [(enc.encode("A\u2028B"), [enc.encode(" C")])]
 
 
 def test_background_windows_never_overlap_and_span_the_text(tmp_path, enc):

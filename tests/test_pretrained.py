@@ -411,6 +411,20 @@ def test_lightning_checkpoint_with_tied_copies_that_differ_is_refused(tmp_path):
     one_line_error(e, "tied.ckpt", "differs from the tensor it is tied to")
 
 
+@pytest.mark.parametrize("shape", [(64, 0), (64,)])
+def test_lightning_checkpoint_with_odd_word_embeddings_is_refused(tmp_path, shape):
+    path = write_lightning(tmp_path / "odd.ckpt", tiny(n_embd=128, n_head=2, n_layer=2),
+                           {"n_head": 2})
+    ckpt = torch.load(path, weights_only=False)
+    for key in ckpt["state_dict"]:  # every tied copy
+        if key.endswith(("word_embeddings.weight", "lm_head.weight")):
+            ckpt["state_dict"][key] = torch.zeros(shape, dtype=torch.half)
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError) as e:
+        load(path)
+    one_line_error(e, "odd.ckpt", f"its word embeddings are {shape}, not (vocabulary, width)")
+
+
 def test_lightning_checkpoint_without_its_number_of_heads_is_refused(tmp_path):
     path = write_lightning(tmp_path / "odd.ckpt", tiny(n_embd=128, n_head=2, n_layer=2))
     with pytest.raises(ValueError) as e:

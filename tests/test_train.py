@@ -155,6 +155,16 @@ def test_killed_and_resumed_run_matches_the_uninterrupted_one(data_dir, tmp_path
     assert a["iter_num"] == b["iter_num"] == 24
 
 
+def test_a_diverged_run_stops_with_one_line_that_says_where_it_can_continue(data_dir, tmp_path):
+    args = ["--learning_rate=1e6", "--grad_clip=0", "--warmup_iters=0", "--max_iters=20"]
+    p = train(data_dir, tmp_path / "new", *args, check=False)
+    one_line_error(p, "training diverged; lower --learning_rate (no checkpoint was saved)")
+    train(data_dir, tmp_path / "out", "--max_iters=2", "--eval_interval=2")
+    p = train(data_dir, tmp_path / "out", "--init_from=resume", *args, check=False)
+    one_line_error(p, f"(the last checkpoint is {tmp_path / 'out' / 'ckpt.pt'}, from step 2: "
+                   "--init_from=resume continues from it)")
+
+
 def test_torchrun_two_ranks_stay_identical_and_match_one_process(data_dir, tmp_path):
     # 2 ranks x 1 micro-batch vs 1 process x 2 accumulation steps: the same 128 tokens per step
     args = ["--max_iters=5", "--eval_interval=5", "--dropout=0.1"]
@@ -358,39 +368,5 @@ def test_help_shows_each_setting_its_default_and_its_comment():
             "      'linear': warmup, then linear decay") in out
     # no comment, no line
     assert "  --log_interval=10  [1, inf)\n  --eval_only=False\n      estimate the losses" in out
-
-
-def project_imports():
-    """{module: the project's modules it imports}, read from the source of every .py file in the
-    root folder."""
-    import ast
-    names = {f[:-3] for f in os.listdir(REPO) if f.endswith(".py")}
-    graph = {}
-    for name in names:
-        tree = ast.parse(open(os.path.join(REPO, name + ".py"), encoding="utf-8").read())
-        found = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
-                 for alias in node.names}
-        found |= {node.module for node in ast.walk(tree)
-                  if isinstance(node, ast.ImportFrom) and node.module}
-        graph[name] = sorted(found & names)
-    return graph
-
-
-def test_imports_go_one_way_and_each_job_has_one_owner():
-    graph = project_imports()
-    # a topological order: a module after everything it imports; a circle would never finish
-    order = []
-    while len(order) < len(graph):
-        ready = [m for m in sorted(graph) if m not in order and all(d in order for d in graph[m])]
-        assert ready, f"an import circle among {sorted(set(graph) - set(order))}"
-        order += ready
-    assert graph["backpack"] == []  # it is copied out alone
-    assert graph["tokenizer"] == [] and graph["files"] == ["tokenizer"]
-    assert graph["settings"] == ["files"]
-    # the edits need the model's edit_senses, not our scripts
-    assert graph["interventions"] == ["files", "tokenizer"]
-    # they edit senses: interventions.py, not senses.py's page
-    for script in ("sample", "finetune_senses"):
-        assert "senses" not in graph[script] and "interventions" in graph[script]
-    # nothing builds on the inspection script
-    assert not any("senses" in graph[m] for m in graph if m != "senses")
+    # "# -- model" heads its group of settings, and is not the comment of the first
+    assert "  -- model\n  --n_layer=4  [1, inf)\n  --n_head=4" in out
