@@ -52,7 +52,8 @@ class BackpackConfig:  # the defaults are the released backpack-gpt2 (the paper'
 
     def __post_init__(self):  # n_layer=-1 would build no layers at all, dropout=1 zero everything
         c = self  # n_embd=64.0 would fail deep in torch: each field of its type (or int for float)
-        sizes = [getattr(c, f.name) for f in fields(c) if f.type is int and f.name != "num_senses"]
+        sizes = (c.block_size, c.vocab_size, c.n_layer, c.n_head, c.n_embd,
+                 c.sense_intermediate_scale)
         if not all(type(getattr(c, f.name)) in (f.type, int) for f in fields(c)) or min(sizes) < 1 \
                 or c.num_senses < 0 or not 0 <= c.dropout < 1 or not c.layer_norm_eps > 0:
             raise ValueError("BackpackConfig: want int sizes >= 1 (num_senses >= 0), "
@@ -94,7 +95,7 @@ class SelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in (q, k, v))  # B,h,T,hs
         mask, is_causal = None, True
         if cache is not None:  # generation: prepend the keys and values of the earlier positions
-            if "k" in cache:  # one query per row sees all keys: no mask, so FlashAttention may run
+            if "k" in cache:  # one new query a row sees every key: no mask, so FlashAttention
                 k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
                 mask, is_causal = causal_mask(T, k.size(2), x.device) if T > 1 else None, False
             cache["k"], cache["v"] = k, v
@@ -238,8 +239,7 @@ class Backpack(nn.Module):
         return logits, F.cross_entropy(logits.float().view(-1, logits.size(-1)),
                                        targets.reshape(-1).long(), ignore_index=-1)
 
-    def _check(self, idx, max_len=None):
-        # mistakes that would otherwise fail deep inside torch, or as a device-side assert on CUDA
+    def _check(self, idx, max_len=None):  # what would fail deep in torch, or as a CUDA assert
         if idx.dim() != 2 or 0 in idx.shape or (max_len and idx.size(1) > max_len):
             raise ValueError("token ids must have shape (batch, time), 1 <= time <= "
                              f"block_size={max_len}, not {tuple(idx.shape)} (crop a longer "
@@ -263,8 +263,8 @@ class Backpack(nn.Module):
                              f"would exceed block_size={self.config.block_size}")
         if not self.config.num_senses:
             out = self.contextualize(idx, cache)
-        else:  # one token per row: nothing to de-duplicate, so skip torch.unique's GPU sync
-            senses = self.senses(idx, dedup=idx.size(1) > 1)
+        else:
+            senses = self.senses(idx, dedup=idx.size(1) > 1)  # one token: skip unique's GPU sync
             if "senses" in cache:
                 senses = torch.cat([cache["senses"], senses], dim=2)
             cache["senses"] = senses
@@ -284,8 +284,8 @@ class Backpack(nn.Module):
                              "top_p in (0, 1]")
         block_size, cache = self.config.block_size, None
         for _ in range(max_new_tokens):
-            if cache is None or cache["length"] == block_size:  # the window slides: every
-                cache = self.new_cache()  # position shifts, so it is run again from scratch
+            if cache is None or cache["length"] == block_size:
+                cache = self.new_cache()  # the window slid: every position moved, so start afresh
             logits = self.forward_cached(idx[:, -1 if cache["length"] else -block_size:], cache)
             logits = logits[:, -1, :].double()  # float64: a temperature of 1e-300 is no float32
             if GPT2_VOCAB <= self.config.vocab_size < GPT2_VOCAB + 64:  # GPT-2's vocab, padded up
@@ -311,8 +311,8 @@ class Backpack(nn.Module):
         """Replace a word's senses by edit(its (k, d) senses), or n words' by edit(their (n, k, d)),
         wherever they occur, until `model.sense_edits.clear()`; edits compose. Returns the new
         senses. So edit_senses(nurse_id, lambda s: s * 0.5) halves the senses of ' nurse'."""
-        several = isinstance(token_id, (list, tuple))  # a 0-d tensor becomes the int key
-        ids = [operator.index(t) for t in (token_id if several else [token_id])]
+        several = isinstance(token_id, (list, tuple))
+        ids = [operator.index(t) for t in (token_id if several else [token_id])]  # tensor(5): 5
         training, idx = self.training, torch.tensor([ids], device=self.wte.weight.device)
         try:  # the senses without dropout, whatever mode the model is in
             current = self.eval().senses(idx)[0].transpose(0, 1)  # (n, k, d)

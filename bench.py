@@ -3,8 +3,7 @@ Benchmark a Backpack: training throughput (forward, backward, clipping and an Ad
 of real text), MFU and peak memory, optionally against its matched Transformer in the same run; and
 generation speed with and without the cache.
 
-    python bench.py --compare --generate      # a GPU: Backpack-Small and its Transformer,
-                                              # batch 32 x 512, bf16
+    python bench.py --compare --generate  # a GPU: Small and its Transformer, 32 x 512, bf16
     python bench.py --preset=micro --device=cpu --compile=False --dtype=float32 --batch_size=4 \
         --steps=3 --compare
     python bench.py --preset=small --device=cpu --train=False --generate --dtype=float32 \

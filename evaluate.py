@@ -1,15 +1,11 @@
 """
 Measure models: the exact loss over a whole text (not a sample of it), LAMBADA, and training curves.
 
-    python evaluate.py                          # the model in out/ on the Brown validation split
-    python evaluate.py --models out-brown-backpack out-brown-gpt2
-                                                # several models, side by side
-    python evaluate.py --models out --file=notes.txt
-                                                # any UTF-8 text file
-    python evaluate.py --models stanfordnlp/backpack-gpt2 --task=lambada
-                                                # LAMBADA, downloaded once
-    python evaluate.py --curves out-brown-backpack out-brown-gpt2
-                                                # their losses against tokens seen: curves.svg
+    python evaluate.py                                 # out/'s model on Brown's validation split
+    python evaluate.py --models out-brown-backpack out-brown-gpt2      # several, side by side
+    python evaluate.py --models out --file=notes.txt                   # any UTF-8 text file
+    python evaluate.py --models stanfordnlp/backpack-gpt2 --task=lambada  # LAMBADA, fetched once
+    python evaluate.py --curves out-brown-backpack out-brown-gpt2      # losses vs tokens: SVG
 
 The loss: every token after the first is scored exactly once. A window of block_size tokens moves
 stride tokens at a time (half a window by default), and each window scores only the tokens the one

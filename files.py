@@ -196,18 +196,15 @@ def download(url, dest):
             with requests.get(url, headers={"Range": f"bytes={have}-"} if have else {}, stream=True,
                               timeout=60) as r:
                 answered = True
-                # a Range is answered 206 "bytes START-END/SIZE", or 416 "bytes */SIZE" when nothing
-                # is left
+                # a Range is answered 206 "bytes START-END/SIZE", or 416 "bytes */SIZE" if none left
                 m = re.fullmatch(r"bytes (?:(\d+)-\d+|\*)/(\d+)",
                                  r.headers.get("Content-Range", ""))
                 if r.status_code in (206, 416) and m:
                     start, size = int(m[1] or have), int(m[2])
-                # the whole file (no Range asked, or the server ignored it)
-                elif r.status_code == 200:
+                elif r.status_code == 200:  # the whole file (no Range asked, or it was ignored)
                     have, start, size = 0, 0, (int(r.headers["Content-Length"])
                                                if "Content-Length" in r.headers else None)
-                # nothing at that byte: a stale .part longer than the file
-                elif r.status_code == 416:
+                elif r.status_code == 416:  # nothing at that byte: a .part longer than the file
                     os.remove(part)
                     raise requests.RequestException(f"the server has no byte {have:,} "
                                                     "(deleted the .part)")
@@ -225,12 +222,11 @@ def download(url, dest):
                 total = size
                 if r.status_code == 416 and have == total:
                     break  # the .part was already complete
-                # e.g. a stale .part longer than the file
-                if start != have or r.status_code == 416:
+                if start != have or r.status_code == 416:  # e.g. a .part longer than the file
                     os.remove(part)
                     raise requests.RequestException(f"the server cannot resume at byte {have:,} "
                                                     "(deleted the .part)")
-                # only once bytes arrive
+                # the folder is made only now that the server sends bytes
                 os.makedirs(os.path.dirname(os.path.abspath(part)), exist_ok=True)
                 with open(part, "ab" if have else "wb") as f:
                     last_print = 0.0
@@ -255,8 +251,7 @@ def download(url, dest):
                 requests.exceptions.InvalidURL):
             raise ValueError(f"{url} is not a web address") from None
         except requests.RequestException as e:
-            # no answer, twice
-            if isinstance(e, requests.ConnectionError) and not answered and failures:
+            if isinstance(e, requests.ConnectionError) and not answered and failures:  # twice
                 kept = f" ({have:,} bytes of it are kept in {part})" if have else ""
                 raise ConnectionError(f"cannot reach {urlparse(url).hostname} to download "
                                       f"{dest}{kept}: no network connection, or the host is down; "

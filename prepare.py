@@ -2,11 +2,9 @@
 Turn text into the token files train.py reads: data/DATASET/{train,val}.bin, GPT-2 ids as np.uint16
 with <|endoftext|> (50256) after every document, and a small meta.json.
 
-    python prepare.py                         # the Brown Corpus shipped in assets/ (~1.3M tokens)
-    python prepare.py --dataset=openwebtext --shards=0-4
-                                              # OpenWebText from the Hugging Face hub (~9B in all)
-    python prepare.py --dataset=mydata --files='notes/,more/*.txt.gz'
-                                              # your own .txt / .txt.gz files
+    python prepare.py                                   # the Brown Corpus in assets/ (~1.3M tokens)
+    python prepare.py --dataset=openwebtext --shards=0-4  # from the Hugging Face hub (~9B in all)
+    python prepare.py --dataset=mydata --files='notes/,more/*.txt.gz'  # your .txt, .txt.gz files
 
 The validation split is by document (never inside one), so validation text is unseen text. Every
 output is written atomically, and an interrupted OpenWebText run resumes its downloads and keeps its

@@ -100,24 +100,26 @@ def read_model(path):
     return BackpackConfig(**args), tensors, state.get("sense_edits", {})
 
 
-def read_checkpoint(path, mmap=True, resume=False):
+def read_checkpoint(path, mmap=True):
     """What torch.save wrote into a checkpoint: train.py's ckpt.pt (finetune_senses.py's too) or the
     released pytorch_model.bin. weights_only: tensors and plain Python types only, nothing in the
     file is run. mmap: the tensors are read from the file as they are used (the whole file is read
-    at once otherwise). resume: train.py resumes from it, so it must be train.py's, with all the
-    entries that needs: a one-line ValueError otherwise."""
+    at once otherwise)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def read_train_checkpoint(path):
+    """train.py's ckpt.pt, read whole to resume from, or a one-line ValueError: it cannot be read,
+    or it lacks an entry a resume needs."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:
-        if not resume:  # the caller words it (load(): what_went_wrong)
-            raise
-        # truncated, or not a checkpoint: torch's message is long, and advises weights_only=False
+        ckpt = read_checkpoint(path, mmap=False)
+    except Exception as e:  # truncated, or no checkpoint: torch says much, and weights_only=False
         raise ValueError(f"cannot read {path} (truncated, or not a train.py checkpoint?): "
                          f"{type(e).__name__}") from None
     kinds = dict(model_args=dict, model=dict, optimizer=dict, iter_num=int, best_val_loss=float,
                  config=dict)
-    if resume and (not isinstance(ckpt, dict)
-                   or any(not isinstance(ckpt.get(k), kind) for k, kind in kinds.items())):
+    if not isinstance(ckpt, dict) or any(not isinstance(ckpt.get(k), kind)
+                                         for k, kind in kinds.items()):
         raise ValueError(f"{path} is not a train.py checkpoint; start a new run in another "
                          "--out_dir")
     return ckpt
@@ -291,8 +293,8 @@ def read_lightning(path):
     tensors = {}
     for key, t in sd.items():
         name = key
-        # the last norm2: ln_f
-        for pattern, repl in LIGHTNING_RULES + [(rf"^h\.{n_layer}\.ln_1\.", "ln_f.")]:
+        last_norm = (rf"^h\.{n_layer}\.ln_1\.", "ln_f.")  # the last layer's norm2 is ln_f
+        for pattern, repl in LIGHTNING_RULES + [last_norm]:
             name = re.sub(pattern, repl, name)
         if name in tensors and not torch.equal(tensors[name], t):  # which would the model be?
             raise ValueError(f"{key} differs from the tensor it is tied to")

@@ -4,8 +4,7 @@ Sample from a trained Backpack (or its matched Transformer), optionally with its
     python sample.py    # the model in out/, which `python train.py` writes
     python sample.py --start "The old man" --num_samples 3 --max_new_tokens 60
     python sample.py --init_from=stanfordnlp/backpack-gpt2 --start=FILE:prompt.txt --temperature=0
-    # see senses.py
-    python sample.py --scale nurse:10=0 --edit "MacBook:Apple->HP" --topic food,dining
+    python sample.py --scale nurse:10=0 --edit "MacBook:Apple->HP" --topic food  # interventions.py
 
 --start is the text to continue, or FILE:path to read it from a file; "<|endoftext|>" in it is the
 end-of-text token. An empty prompt starts from that token alone (an unconditional sample). A prompt
@@ -54,7 +53,7 @@ one_line_errors()
 s, given = configure(settings, allowed, sys.argv[1:], __file__)  # given: those this command sets
 globals().update(s)  # the settings as plain names, as in nanoGPT
 device_type, dtype, autocast = device_and_autocast(device, dtype)
-topic_vocab = 0 if device_type == "cuda" and "topic_vocab" not in given else topic_vocab
+topic_vocab = topic_vocab if "topic_vocab" in given else None  # None: interventions.py's default
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `python sample.py | head` ends quietly
 torch.manual_seed(seed)
 

@@ -7,9 +7,8 @@ files (plain Python that assigns some of them) and --key=value arguments overrid
 order given:
 
     python train.py config/train_backpack_micro.py --batch_size=8 --compile=True
-    python senses.py --word science        # --key value works too; a bare --flag turns a boolean on
-    python evaluate.py --models out out-gpt2
-                                           # a setting whose default is a list takes several values
+    python senses.py --word science            # --key value works too; a bare --flag is True
+    python evaluate.py --models out out-gpt2   # a setting whose default is a list takes several
 
 Unlike nanoGPT's exec-based configurator, a misspelled key, a value of the wrong type or one outside
 the values a script declares allowed is a one-line error (unknown config key --lerning_rate (did you
@@ -207,11 +206,9 @@ def one_line_errors():
         if rank == "0" or "TORCHELASTIC_RUN_ID" not in os.environ or (
                 torch.distributed.is_initialized() and kind is not KeyboardInterrupt):
             where = "" if rank == "0" else f" (rank {rank})"
-            # one line, whatever it was
-            print(f"{prog}{where}: {' '.join(message.split())}", file=sys.stderr)
-        # rank 0 meets the same error: torchrun would stop it on our exit
+            print(f"{prog}{where}: {' '.join(message.split())}", file=sys.stderr)  # one line
         elif kind is not KeyboardInterrupt:
-            time.sleep(5)
+            time.sleep(5)  # rank 0 meets the same error: let it print before torchrun stops it
     sys.excepthook = hook
 
 

@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from backpack import Backpack, BackpackConfig
 from files import read_tokens
 from prepare import prepare_brown
-from pretrained import load, read_checkpoint, write_checkpoint
+from pretrained import load, read_train_checkpoint, write_checkpoint
 from settings import check_allowed, configure, convert, device_and_autocast, one_line_errors
 
 # -- settings: the defaults are the CPU quickstart (config/train_brown.py documents them) ----------
@@ -92,13 +92,13 @@ allowed = dict(out_dir="[1, inf)", eval_interval="[1, inf)", eval_iters="[1, inf
 one_line_errors()
 s, given = configure(settings, allowed, sys.argv[1:], __file__)  # given: set by this command
 ckpt_path, ckpt = os.path.join(s["out_dir"], "ckpt.pt"), None
+NOT_RESUMED = ("init_from", "out_dir", "device", "dtype")  # this command's and machine's own
 if s["init_from"] == "resume":
     if not os.path.exists(ckpt_path):
         raise FileNotFoundError(f"--init_from=resume, but {ckpt_path} does not exist; start a "
                                 "run with --init_from=scratch (or set --out_dir)")
-    ckpt = read_checkpoint(ckpt_path, mmap=False, resume=True)  # its entries checked
-    # a resumed run keeps the settings saved with it, except those given now and these:
-    NOT_RESUMED = ("init_from", "out_dir", "device", "dtype")  # this command's and machine's own
+    ckpt = read_train_checkpoint(ckpt_path)  # its entries checked
+    # a resumed run keeps the settings saved with it, except those given now and NOT_RESUMED
     for k, v in ckpt["config"].items():
         if k in s and k not in given and k not in NOT_RESUMED:
             s[k] = convert(f"{ckpt_path}: {k}", v, s[k])

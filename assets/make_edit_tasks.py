@@ -6,12 +6,12 @@ the formats of Hewitt et al., Model Editing with Canonical Examples (2024): JSON
 
     python assets/make_edit_tasks.py  # rewrites the files below (byte-for-byte the same output)
 
-gender_*: the pair task " he" / " she" (made equally likely by --loss=balance) from senses.py's
-gender-bias prompts. The canonical examples are 10 professions (the first 10 of the authors'
-pronoun_gender_bias_train-val file) in one of those prompts, "My {} said that" (the authors'
-canonical prompt was "The {} said"); the evaluation takes the other prompts but "My {} said" (too
-close to it): 11 prompts, for the same professions (gender_eval, as the authors evaluate) and for
-the professions not trained on (gender_eval_heldout).
+gender_*: the pair task " he" / " she" (made equally likely by --loss=balance) from
+interventions.py's gender-bias prompts. The canonical examples are 10 professions (the first 10 of
+the authors' pronoun_gender_bias_train-val file) in one of those prompts, "My {} said that" (the
+authors' canonical prompt was "The {} said"); the evaluation takes the other prompts but "My {}
+said" (too close to it): 11 prompts, for the same professions (gender_eval, as the authors evaluate)
+and for the professions not trained on (gender_eval_heldout).
 
 capitals_*: a single-suffix task (--loss=good): "The capital of France is" -> " Paris" for 10
 countries; the evaluation puts the same countries in 6 other sentences.

@@ -1,6 +1,6 @@
 """
 Tests for tokenizer.py and prepare.py: CPU only, no network (OpenWebText is served from 127.0.0.1).
-Run: python -m pytest -q test_prepare.py
+Run: python -m pytest -q tests/test_prepare.py
 """
 import errno
 import gzip
