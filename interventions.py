@@ -177,8 +177,8 @@ def topic_control(model, enc, words, strength=2, topic_vocab=None, log=print):
 # -- sense finetuning's deltas (finetune_senses.py) ------------------------------------------------
 def add_to_senses(model, token_ids, deltas):
     """Add deltas, (n, k, d), to the senses of the words token_ids (n of them) wherever they occur:
-    how finetune_senses.py's trained deltas become persistent edits of the model, one word at a
-    time (each word's senses computed alone, as finetune_senses.py always has)."""
+    how finetune_senses.py's trained deltas become persistent edits of the model. One word at a
+    time: each word's senses are computed alone (a batch of words rounds differently)."""
     for token_id, delta in zip(token_ids, deltas):
         model.edit_senses(token_id, lambda senses: senses + delta.to(senses))
 

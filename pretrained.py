@@ -290,11 +290,11 @@ def read_lightning(path):
         raise ValueError("it is not a Lightning checkpoint (it has no state_dict)")
     sd = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     n_layer = len([k for k in sd if re.search(r"layers\.\d+\.mixer\.Wqkv\.weight$", k)])
+    rules = LIGHTNING_RULES + [(rf"^h\.{n_layer}\.ln_1\.", "ln_f.")]  # the last norm2 is ln_f
     tensors = {}
     for key, t in sd.items():
         name = key
-        last_norm = (rf"^h\.{n_layer}\.ln_1\.", "ln_f.")  # the last layer's norm2 is ln_f
-        for pattern, repl in LIGHTNING_RULES + [last_norm]:
+        for pattern, repl in rules:
             name = re.sub(pattern, repl, name)
         if name in tensors and not torch.equal(tensors[name], t):  # which would the model be?
             raise ValueError(f"{key} differs from the tensor it is tied to")
